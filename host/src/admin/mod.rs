@@ -1,0 +1,182 @@
+//! The admin HTTP API on its own listener (loopback by default): metrics,
+//! liveness and readiness, and JSON views of the proxy's state.
+//!
+//! | Path | What |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 while serving, 503 while draining |
+//! | `GET /admin/backends` | each upstream's backends: health, ejection, weight, in-flight, EWMA, counters |
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::balance::BackendView;
+use crate::server::Server;
+use crate::telemetry::names;
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// A serving admin listener.
+pub struct AdminHandle {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AdminHandle {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
+}
+
+pub fn serve(tcp: TcpListener, server: Arc<Server>) -> std::io::Result<AdminHandle> {
+    let addr = tcp.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = tcp.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("admin accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let server = server.clone();
+            let service = service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(handle(req, &server).await) }
+            });
+            let conn = graceful.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
+    });
+    Ok(AdminHandle { addr, stop, task })
+}
+
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> AdminResponse {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode JSON: {e}\n"),
+        ),
+    }
+}
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(req: Request<Incoming>, server: &Server) -> AdminResponse {
+    let path = req.uri().path().trim_end_matches('/');
+    match (req.method(), path) {
+        (&Method::GET, "/metrics") => {
+            refresh_gauges(server);
+            let mut r = text(StatusCode::OK, server.prometheus.render());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if server.is_draining() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/admin/backends") => json(StatusCode::OK, &backends_view(server)),
+        (_, "/metrics" | "/healthz" | "/readyz" | "/admin/backends") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; see /metrics, /healthz, /readyz, /admin/backends\n",
+        ),
+    }
+}
+
+#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct UpstreamView {
+    pub strategy: String,
+    pub in_flight: u32,
+    pub backends: Vec<BackendView>,
+}
+
+fn backends_view(server: &Server) -> BTreeMap<String, UpstreamView> {
+    let state = server.state.load();
+    state
+        .upstreams
+        .iter()
+        .map(|(name, up)| {
+            let view = UpstreamView {
+                strategy: up.section.strategy.as_str().to_string(),
+                in_flight: up.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                backends: up.backends.iter().map(|b| b.view()).collect(),
+            };
+            (name.clone(), view)
+        })
+        .collect()
+}
+
+/// State gauges are set at scrape time rather than on every request.
+fn refresh_gauges(server: &Server) {
+    let state = server.state.load();
+    let mut total_in_flight = 0u64;
+    for (name, up) in &state.upstreams {
+        for b in up.backends.iter() {
+            let v = b.view();
+            let labels = [("upstream", name.clone()), ("backend", v.address.clone())];
+            total_in_flight += u64::from(v.in_flight);
+            metrics::gauge!(names::BACKEND_IN_FLIGHT, &labels).set(f64::from(v.in_flight));
+            metrics::gauge!(names::BACKEND_HEALTHY, &labels).set(if v.healthy { 1.0 } else { 0.0 });
+            metrics::gauge!(names::BACKEND_EJECTED, &labels).set(if v.ejected { 1.0 } else { 0.0 });
+            metrics::gauge!(names::BACKEND_EWMA, &labels).set(v.ewma_latency_us as f64 / 1e6);
+            metrics::gauge!(names::BACKEND_WEIGHT, &labels).set(f64::from(v.weight));
+        }
+    }
+    metrics::gauge!(names::IN_FLIGHT).set(total_in_flight as f64);
+}

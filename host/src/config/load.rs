@@ -1,0 +1,302 @@
+//! Loading: the base file, an optional profile layered on top, then
+//! `SWITCHYARD_SECTION__KEY` environment overrides, merged by figment.
+//!
+//! Every error says which file (or the environment) and which key path it is
+//! about, e.g. `config/switchyard.toml: upstreams.app.backends[1].weight: must
+//! be at least 1`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::UncasedStr;
+use figment::{Figment, Source};
+use sha2::{Digest, Sha256};
+
+use super::schema::Config;
+use super::validate;
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// Where a config comes from: the base file and an optional profile name.
+/// Kept so that a reload reads exactly what the start read.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub profile: Option<String>,
+}
+
+impl ConfigSource {
+    pub fn new(path: impl Into<PathBuf>, profile: Option<String>) -> Self {
+        ConfigSource {
+            path: path.into(),
+            profile,
+        }
+    }
+
+    /// `profiles/NAME.toml` next to the base file.
+    pub fn profile_path(&self) -> Option<PathBuf> {
+        let name = self.profile.as_ref()?;
+        Some(self.profiles_dir().join(format!("{name}.toml")))
+    }
+
+    fn profiles_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("profiles")
+    }
+
+    /// The files this config is read from, in layering order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        files.extend(self.profile_path());
+        files
+    }
+
+    /// Directory that relative paths in the config (plugins, ...) resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    }
+}
+
+/// A loaded, fully validated config.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub source: ConfigSource,
+    /// Short content hash of the effective config, shown in the admin API.
+    pub version: String,
+}
+
+/// One problem in a config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `environment`) the offending value came from.
+    pub origin: String,
+    /// Key path such as `upstreams.app.backends[1].weight`; empty for file-level errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config, in file order where known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn one(origin: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.into(),
+            key: String::new(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// Reads, merges and validates the config named by `source`.
+pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
+    let figment = figment_for(source)?;
+    let config: Config = figment.extract().map_err(|e| from_figment(e, source))?;
+    let problems = validate::validate(&config);
+    if !problems.is_empty() {
+        let errors = problems
+            .into_iter()
+            .map(|p| ConfigError {
+                origin: origin_of_key(&figment, &p.key, source),
+                key: p.key,
+                message: p.message,
+            })
+            .collect();
+        return Err(ConfigErrors(errors));
+    }
+    let version = version_of(&config);
+    Ok(Loaded {
+        config,
+        source: source.clone(),
+        version,
+    })
+}
+
+fn figment_for(source: &ConfigSource) -> Result<Figment, ConfigErrors> {
+    let base = &source.path;
+    if let Err(e) = std::fs::metadata(base) {
+        return Err(ConfigErrors::one(
+            base.display().to_string(),
+            format!("cannot read config file: {e}"),
+        ));
+    }
+    let mut figment = Figment::from(Toml::file_exact(base));
+    if let Some(profile_path) = source.profile_path() {
+        if !profile_path.is_file() {
+            let name = source.profile.as_deref().unwrap_or_default();
+            let available = available_profiles(&source.profiles_dir());
+            let available = if available.is_empty() {
+                format!("no profiles in {}", source.profiles_dir().display())
+            } else {
+                format!("available: {}", available.join(", "))
+            };
+            return Err(ConfigErrors::one(
+                profile_path.display().to_string(),
+                format!("unknown profile \"{name}\" ({available})"),
+            ));
+        }
+        figment = figment.merge(Toml::file_exact(profile_path));
+    }
+    // Only nested keys (`SWITCHYARD_LISTEN__ADDRESS`) are config overrides, so
+    // unrelated variables that share the prefix are never mistaken for keys.
+    let env = Env::prefixed(ENV_PREFIX)
+        .filter(|k: &UncasedStr| k.as_str().contains("__"))
+        .split("__");
+    Ok(figment.merge(env))
+}
+
+/// Profile names found next to the base config, sorted.
+pub fn available_profiles(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn origin_name(meta: Option<&figment::Metadata>, source: &ConfigSource) -> String {
+    match meta.and_then(|m| m.source.as_ref()) {
+        Some(Source::File(path)) => path.display().to_string(),
+        Some(Source::Custom(name)) => name.clone(),
+        Some(Source::Code(_)) | None => match meta {
+            Some(m) if m.name.contains("environment") => format!("environment ({ENV_PREFIX}*)"),
+            _ => source.path.display().to_string(),
+        },
+        Some(_) => source.path.display().to_string(),
+    }
+}
+
+/// The file a key's value came from: the deepest key figment knows about.
+fn origin_of_key(figment: &Figment, key: &str, source: &ConfigSource) -> String {
+    let mut dotted = key.split('[').next().unwrap_or_default().to_string();
+    loop {
+        if let Some(meta) = figment.find_metadata(&dotted) {
+            return origin_name(Some(meta), source);
+        }
+        match dotted.rfind('.') {
+            Some(i) => dotted.truncate(i),
+            None => return source.path.display().to_string(),
+        }
+    }
+}
+
+fn from_figment(error: figment::Error, source: &ConfigSource) -> ConfigErrors {
+    use figment::error::Kind;
+    let errors = error
+        .into_iter()
+        .map(|e| {
+            let mut key = key_path(&e.path);
+            let message = match &e.kind {
+                Kind::UnknownField(field, expected) => {
+                    if e.path.last() != Some(field) {
+                        push_key(&mut key, field);
+                    }
+                    if expected.is_empty() {
+                        "unknown key".to_string()
+                    } else {
+                        format!("unknown key (expected one of: {})", expected.join(", "))
+                    }
+                }
+                Kind::MissingField(field) => {
+                    if e.path.last().map(String::as_str) != Some(field.as_ref()) {
+                        push_key(&mut key, field);
+                    }
+                    "missing required key".to_string()
+                }
+                Kind::UnknownVariant(v, expected) => {
+                    format!(
+                        "unknown value \"{v}\" (expected one of: {})",
+                        expected.join(", ")
+                    )
+                }
+                Kind::InvalidType(actual, expected) => {
+                    format!("expected {expected}, found {actual}")
+                }
+                other => other.to_string(),
+            };
+            ConfigError {
+                origin: origin_name(e.metadata.as_ref(), source),
+                key,
+                message,
+            }
+        })
+        .collect();
+    ConfigErrors(errors)
+}
+
+fn push_key(key: &mut String, field: &str) {
+    if !key.is_empty() {
+        key.push('.');
+    }
+    key.push_str(field);
+}
+
+/// `["upstreams", "app", "backends", "1", "weight"]` → `upstreams.app.backends[1].weight`.
+fn key_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(seg);
+            out.push(']');
+        } else {
+            push_key(&mut out, seg);
+        }
+    }
+    out
+}
+
+fn version_of(config: &Config) -> String {
+    let json = serde_json::to_vec(config).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_render_indices() {
+        let p: Vec<String> = ["upstreams", "app", "backends", "1", "weight"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(key_path(&p), "upstreams.app.backends[1].weight");
+    }
+}

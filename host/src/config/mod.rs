@@ -1,0 +1,14 @@
+//! Configuration: schema, loading (figment: TOML + profile + environment),
+//! validation with file and key path in every error, and the diff used by
+//! reloads and `switchyard check --against`.
+
+mod load;
+mod schema;
+mod types;
+mod validate;
+
+pub use load::{
+    ConfigError, ConfigErrors, ConfigSource, ENV_PREFIX, Loaded, available_profiles, load,
+};
+pub use schema::*;
+pub use types::{BackendAddr, Dur, HashKey, ListenAddr, StatusRange};

@@ -1,0 +1,324 @@
+//! The config file's schema: every section and key, with its default.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`) so a typo never silently
+//! falls back to a default. Cross-field rules (a route's upstream exists, a
+//! backend is listed once, an interval is not zero) live in `validate`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{BackendAddr, Dur, HashKey, ListenAddr, StatusRange};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub log: LogSection,
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Worker threads of the async runtime; 0 means one per core.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A `tracing` filter such as `info` or `switchyard=debug,warn`.
+    /// `RUST_LOG` overrides it when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    pub address: ListenAddr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_address")]
+    pub address: ListenAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> ListenAddr {
+    ListenAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsSection {
+    /// TCP connect to a backend.
+    pub connect: Dur,
+    /// Reading a client's request head (slowloris protection).
+    pub header_read: Dur,
+    /// One attempt: from sending to a backend until its response headers arrive.
+    pub backend_response: Dur,
+    /// The whole exchange until response headers, across all retries.
+    pub request: Dur,
+    /// How long a keep-alive client connection may sit idle between requests.
+    pub client_idle: Dur,
+    /// On shutdown or listener change, how long in-flight requests may finish.
+    pub drain: Dur,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        TimeoutsSection {
+            connect: Dur::secs(2),
+            header_read: Dur::secs(10),
+            backend_response: Dur::secs(30),
+            request: Dur::secs(60),
+            client_idle: Dur::secs(60),
+            drain: Dur::secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Total bytes of a request's header section; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Request body bytes; larger gets 413.
+    pub max_body_bytes: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// `*` (any), an exact host `api.example.com`, or a suffix `*.example.com`.
+    #[serde(default = "default_route_host")]
+    pub host: String,
+    #[serde(default = "default_route_prefix")]
+    pub path_prefix: String,
+    pub upstream: String,
+}
+
+fn default_route_host() -> String {
+    "*".into()
+}
+fn default_route_prefix() -> String {
+    "/".into()
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    LeastConnections,
+    LeastResponseTime,
+    Hash,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastConnections => "least_connections",
+            Strategy::LeastResponseTime => "least_response_time",
+            Strategy::Hash => "hash",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    #[serde(default = "default_strategy")]
+    pub strategy: Strategy,
+    pub backends: Vec<BackendSection>,
+    /// When no backend is healthy: `true` spreads traffic over all of them
+    /// (Envoy's panic mode); `false` answers 503.
+    #[serde(default)]
+    pub panic_mode: bool,
+    /// For `least_connections` and `least_response_time`: compare two random
+    /// backends instead of all. Unset means automatic: on above 16 backends.
+    #[serde(default)]
+    pub power_of_two_choices: Option<bool>,
+    #[serde(default)]
+    pub hash: Option<HashSection>,
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+    #[serde(default)]
+    pub outlier: OutlierSection,
+    #[serde(default)]
+    pub retry: RetrySection,
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+fn default_strategy() -> Strategy {
+    Strategy::RoundRobin
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    pub address: BackendAddr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HashSection {
+    pub key: HashKey,
+    /// Virtual nodes per unit of weight on the ring.
+    #[serde(default = "default_virtual_nodes")]
+    pub virtual_nodes: u32,
+    /// Consistent hashing with bounded loads: no backend takes more than this
+    /// factor times the average in-flight load (e.g. 1.25). Unset: unbounded.
+    #[serde(default)]
+    pub bounded_load: Option<f64>,
+}
+
+fn default_virtual_nodes() -> u32 {
+    160
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub path: String,
+    pub interval: Dur,
+    pub timeout: Dur,
+    pub expected_statuses: Vec<StatusRange>,
+    /// Consecutive passed checks that bring an unhealthy backend back (rise).
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that take a healthy backend out (fall).
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            path: "/healthz".into(),
+            interval: Dur::secs(5),
+            timeout: Dur::secs(1),
+            expected_statuses: vec![StatusRange::class(2)],
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierSection {
+    /// Consecutive connect failures, timeouts or 5xx that eject a backend; 0 disables.
+    pub consecutive_failures: u32,
+    /// Ejection time is this times the number of times the backend was ejected.
+    pub base_ejection_time: Dur,
+    pub max_ejection_time: Dur,
+    /// Never eject more than this percent of an upstream's backends.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierSection {
+    fn default() -> Self {
+        OutlierSection {
+            consecutive_failures: 5,
+            base_ejection_time: Dur::secs(30),
+            max_ejection_time: Dur::secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Total tries per request, the first included; 1 disables retries.
+    pub attempts: u32,
+    /// Retries may add at most this percent on top of requests (over 10 s).
+    pub budget_percent: f64,
+    /// Retries always allowed per second, so low-traffic upstreams can retry.
+    pub min_retries_per_second: u32,
+    pub backoff_base: Dur,
+    pub backoff_max: Dur,
+    /// Retry POST, PATCH and other non-idempotent methods too.
+    pub retry_non_idempotent: bool,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            attempts: 2,
+            budget_percent: 20.0,
+            min_retries_per_second: 10,
+            backoff_base: Dur::millis(10),
+            backoff_max: Dur::millis(250),
+            retry_non_idempotent: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Requests in flight to one backend before it stops taking new ones.
+    pub max_in_flight: u32,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            max_in_flight: 10_000,
+        }
+    }
+}

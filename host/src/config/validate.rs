@@ -1,0 +1,332 @@
+//! Cross-field validation. Collects every problem instead of stopping at the
+//! first, so `switchyard check` shows an operator everything to fix at once.
+
+use std::collections::HashMap;
+
+use super::schema::{Config, Strategy, UpstreamSection};
+
+/// A problem at a key path; `load` adds which file the key came from.
+#[derive(Debug)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn positive(&mut self, key: impl Into<String>, zero: bool) {
+        if zero {
+            self.add(key, "must be greater than 0");
+        }
+    }
+
+    fn at_least(&mut self, key: impl Into<String>, value: u64, min: u64) {
+        if value < min {
+            self.add(key, format!("must be at least {min}"));
+        }
+    }
+
+    /// `upper` must not be below `lower` (e.g. a max time below its base).
+    fn not_below<T: PartialOrd>(
+        &mut self,
+        key: impl Into<String>,
+        upper: T,
+        lower: T,
+        lower_name: &str,
+    ) {
+        if upper < lower {
+            self.add(key, format!("must be at least {lower_name}"));
+        }
+    }
+
+    fn at_most(&mut self, key: impl Into<String>, value: f64, max: f64) {
+        if value > max {
+            self.add(key, format!("must be at most {max}"));
+        }
+    }
+}
+
+/// Largest backend weight; keeps the weighted schedule small.
+pub const MAX_WEIGHT: u32 = 1000;
+
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+
+    // Port 0 asks the OS for a free port, so two of them never clash.
+    if config.listen.address == config.admin.address && config.listen.address.0.port() != 0 {
+        p.add("admin.address", "must differ from listen.address");
+    }
+    if config.runtime.worker_threads > 1024 {
+        p.add(
+            "runtime.worker_threads",
+            "must be at most 1024 (0 means one per core)",
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        p.add(
+            "log.level",
+            format!("invalid log filter \"{}\": {e}", config.log.level),
+        );
+    }
+
+    let t = &config.timeouts;
+    for (name, d) in [
+        ("connect", t.connect),
+        ("header_read", t.header_read),
+        ("backend_response", t.backend_response),
+        ("request", t.request),
+        ("client_idle", t.client_idle),
+        ("drain", t.drain),
+    ] {
+        p.positive(format!("timeouts.{name}"), d.is_zero());
+    }
+    p.at_least(
+        "limits.max_header_bytes",
+        config.limits.max_header_bytes as u64,
+        1024,
+    );
+
+    validate_routes(config, &mut p);
+    for (name, up) in &config.upstreams {
+        validate_upstream(name, up, &mut p);
+    }
+    p.0
+}
+
+fn validate_routes(config: &Config, p: &mut Problems) {
+    if config.routes.is_empty() {
+        p.add(
+            "routes",
+            "at least one route is required; without one every request gets 404",
+        );
+    }
+    let mut seen: HashMap<(String, &str), usize> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !valid_host_pattern(&route.host) {
+            p.add(
+                format!("{key}.host"),
+                format!(
+                    "invalid host pattern \"{}\": expected \"*\", \"*.example.com\" or \"api.example.com\"",
+                    route.host
+                ),
+            );
+        }
+        if !route.path_prefix.starts_with('/') {
+            p.add(
+                format!("{key}.path_prefix"),
+                format!("must start with \"/\", found \"{}\"", route.path_prefix),
+            );
+        }
+        if !config.upstreams.contains_key(&route.upstream) {
+            let defined: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+            let defined = if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined.join(", ")
+            };
+            p.add(
+                format!("{key}.upstream"),
+                format!(
+                    "unknown upstream \"{}\" (defined: {defined})",
+                    route.upstream
+                ),
+            );
+        }
+        match seen.entry((route.host.to_ascii_lowercase(), route.path_prefix.as_str())) {
+            std::collections::hash_map::Entry::Occupied(first) => p.add(
+                key,
+                format!(
+                    "duplicate route: same host and path_prefix as routes[{}]",
+                    first.get()
+                ),
+            ),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
+    }
+}
+
+fn valid_host_pattern(host: &str) -> bool {
+    let name = match host {
+        "*" => return true,
+        h => h.strip_prefix("*.").unwrap_or(h),
+    };
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn validate_upstream(name: &str, up: &UpstreamSection, p: &mut Problems) {
+    let key = format!("upstreams.{name}");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        p.add(
+            &key,
+            "upstream names may use letters, digits, '_', '-' and '.' only",
+        );
+    }
+    if up.backends.is_empty() {
+        p.add(
+            format!("{key}.backends"),
+            "at least one backend is required",
+        );
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, b) in up.backends.iter().enumerate() {
+        let bkey = format!("{key}.backends[{i}]");
+        p.at_least(format!("{bkey}.weight"), b.weight.into(), 1);
+        p.at_most(format!("{bkey}.weight"), b.weight.into(), MAX_WEIGHT.into());
+        if let Some(first) = seen.insert(b.address.as_str(), i) {
+            p.add(
+                format!("{bkey}.address"),
+                format!(
+                    "duplicate backend \"{}\" (also backends[{first}])",
+                    b.address
+                ),
+            );
+        }
+    }
+
+    match (&up.hash, up.strategy) {
+        (None, Strategy::Hash) => p.add(
+            format!("{key}.hash.key"),
+            "missing required key: strategy \"hash\" needs a hash key such as \"header:x-user-id\"",
+        ),
+        (Some(_), s) if s != Strategy::Hash => p.add(
+            format!("{key}.hash"),
+            format!("only used with strategy = \"hash\", not \"{}\"", s.as_str()),
+        ),
+        (Some(h), _) => {
+            p.at_least(
+                format!("{key}.hash.virtual_nodes"),
+                h.virtual_nodes.into(),
+                1,
+            );
+            p.at_most(
+                format!("{key}.hash.virtual_nodes"),
+                h.virtual_nodes.into(),
+                10_000.0,
+            );
+            if let Some(c) = h.bounded_load
+                && !(c > 1.0 && c.is_finite())
+            {
+                p.add(
+                    format!("{key}.hash.bounded_load"),
+                    "must be greater than 1.0, such as 1.25",
+                );
+            }
+        }
+        _ => {}
+    }
+
+    if let Some(h) = &up.health {
+        let hkey = format!("{key}.health");
+        p.positive(format!("{hkey}.interval"), h.interval.is_zero());
+        p.positive(format!("{hkey}.timeout"), h.timeout.is_zero());
+        if !h.path.starts_with('/') {
+            p.add(
+                format!("{hkey}.path"),
+                format!("must start with \"/\", found \"{}\"", h.path),
+            );
+        }
+        p.at_least(
+            format!("{hkey}.healthy_threshold"),
+            h.healthy_threshold.into(),
+            1,
+        );
+        p.at_least(
+            format!("{hkey}.unhealthy_threshold"),
+            h.unhealthy_threshold.into(),
+            1,
+        );
+        if h.expected_statuses.is_empty() {
+            p.add(
+                format!("{hkey}.expected_statuses"),
+                "at least one status is required",
+            );
+        }
+    }
+
+    let o = &up.outlier;
+    if o.consecutive_failures > 0 {
+        p.positive(
+            format!("{key}.outlier.base_ejection_time"),
+            o.base_ejection_time.is_zero(),
+        );
+        p.not_below(
+            format!("{key}.outlier.max_ejection_time"),
+            o.max_ejection_time,
+            o.base_ejection_time,
+            "base_ejection_time",
+        );
+    }
+    p.at_most(
+        format!("{key}.outlier.max_ejection_percent"),
+        o.max_ejection_percent.into(),
+        100.0,
+    );
+
+    let r = &up.retry;
+    p.at_least(format!("{key}.retry.attempts"), r.attempts.into(), 1);
+    p.at_most(format!("{key}.retry.attempts"), r.attempts.into(), 10.0);
+    if !(r.budget_percent >= 0.0 && r.budget_percent <= 100.0) {
+        p.add(
+            format!("{key}.retry.budget_percent"),
+            "must be between 0 and 100",
+        );
+    }
+    p.positive(
+        format!("{key}.retry.backoff_base"),
+        r.backoff_base.is_zero(),
+    );
+    p.not_below(
+        format!("{key}.retry.backoff_max"),
+        r.backoff_max,
+        r.backoff_base,
+        "backoff_base",
+    );
+    p.at_least(
+        format!("{key}.breaker.max_in_flight"),
+        up.breaker.max_in_flight.into(),
+        1,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        for ok in ["*", "*.example.com", "api.example.com", "localhost"] {
+            assert!(valid_host_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "*.",
+            "api.*.com",
+            "a..b",
+            "*example.com",
+            "exa mple.com",
+        ] {
+            assert!(!valid_host_pattern(bad), "{bad}");
+        }
+    }
+}

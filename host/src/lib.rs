@@ -1,0 +1,18 @@
+//! Switchyard: a reverse proxy and load balancer that hosts hot-swappable
+//! WebAssembly plugins.
+//!
+//! The binary is a thin wrapper over [`cli::main`]. The modules follow the
+//! request path (`proxy`, `balance`, `health`) and the control plane
+//! (`config`, `telemetry`, `admin`); `server` wires them together.
+
+pub mod admin;
+pub mod balance;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;

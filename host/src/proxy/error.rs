@@ -1,0 +1,119 @@
+//! Why a request could not be proxied, and the response the client gets.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::{BoxError, ProxyBody, text_body};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this host and path")]
+    NoRoute,
+    #[error("the request header section is larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("the request body is larger than limits.max_body_bytes")]
+    BodyTooLarge,
+    #[error("no healthy backend in upstream \"{upstream}\"")]
+    NoHealthyBackend {
+        upstream: String,
+        retry_after_secs: u64,
+    },
+    #[error("every backend of upstream \"{upstream}\" is at its in-flight limit")]
+    BreakerOpen { upstream: String },
+    #[error("cannot connect to backend {addr}: {source}")]
+    Connect {
+        backend: usize,
+        addr: String,
+        source: BoxError,
+    },
+    #[error("backend {addr} sent no response within {timeout:?}")]
+    BackendTimeout {
+        backend: usize,
+        addr: String,
+        timeout: Duration,
+    },
+    #[error("backend {addr} failed: {source}")]
+    Backend {
+        backend: usize,
+        addr: String,
+        source: BoxError,
+    },
+    #[error("the request did not complete within {0:?}")]
+    RequestTimeout(Duration),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoHealthyBackend { .. } | ProxyError::BreakerOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Connect { .. } | ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The backend this error happened on, if it happened on one.
+    pub fn backend(&self) -> Option<usize> {
+        match self {
+            ProxyError::Connect { backend, .. }
+            | ProxyError::BackendTimeout { backend, .. }
+            | ProxyError::Backend { backend, .. } => Some(*backend),
+            _ => None,
+        }
+    }
+
+    /// What the client is told. Backend addresses stay in the log.
+    fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route for this host and path",
+            ProxyError::HeadersTooLarge { .. } => "request headers too large",
+            ProxyError::BodyTooLarge => "request body too large",
+            ProxyError::NoHealthyBackend { .. } => "no healthy backend available",
+            ProxyError::BreakerOpen { .. } => "backends at capacity",
+            ProxyError::Connect { .. } => "backend unreachable",
+            ProxyError::Backend { .. } => "backend failed",
+            ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout(_) => {
+                "backend timed out"
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let mut resp = Response::new(text_body(format!(
+            "{} {}: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.public_message()
+        )));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match &self {
+            ProxyError::NoHealthyBackend {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ProxyError::BreakerOpen { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The body may be half read; do not reuse the connection.
+            ProxyError::BodyTooLarge => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,219 @@
+//! The last phase: pick a backend, send the request, record the outcome.
+//!
+//! The pick honours health, ejection, the per-backend circuit breaker and the
+//! backends this request already tried. Every attempt feeds passive outlier
+//! detection, the backend's Peak-EWMA latency and the per-backend metrics.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response, Uri, header};
+use http_body_util::BodyExt;
+use http_body_util::LengthLimitError;
+use tower::Service;
+
+use super::body::{InFlight, TrackedBody};
+use super::client::BackendClient;
+use super::error::ProxyError;
+use super::headers::prepare_response;
+use super::state::Upstream;
+use super::{ConnInfo, ProxyBody};
+use crate::balance::{Eligibility, PickContext, hash_bytes};
+use crate::clock;
+use crate::config::HashKey;
+use crate::health::{Outcome, record_outcome};
+
+/// One try of a request against one backend.
+pub struct Attempt {
+    pub request: Request<ProxyBody>,
+    pub client: BackendClient,
+    pub upstream: Arc<Upstream>,
+    pub conn: ConnInfo,
+    /// Backends earlier attempts of this request failed on.
+    pub tried: Vec<usize>,
+    pub timeout: Duration,
+    pub hash: Option<u64>,
+}
+
+/// A backend's response and which backend sent it.
+pub struct Forwarded {
+    pub response: Response<ProxyBody>,
+    pub backend: usize,
+}
+
+/// The request's hash key for the `hash` strategy, if it has one.
+pub fn hash_of(upstream: &Upstream, req: &Request<ProxyBody>, conn: &ConnInfo) -> Option<u64> {
+    match upstream.hash_key.as_ref()? {
+        HashKey::Header(name) => req.headers().get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| hash_bytes(v.as_bytes()))
+            }),
+        HashKey::Path => Some(hash_bytes(req.uri().path().as_bytes())),
+        HashKey::ClientIp => Some(match conn.remote.ip() {
+            std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+    }
+}
+
+/// Picks a backend, or says why none can take the request.
+fn pick(upstream: &Upstream, attempt: &Attempt, now_ns: u64) -> Result<usize, ProxyError> {
+    let mut ctx = PickContext::new(now_ns);
+    ctx.hash = attempt.hash;
+    ctx.tried = &attempt.tried;
+    ctx.upstream_in_flight = upstream
+        .in_flight
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(i) = upstream.balancer.pick(&upstream.backends, &ctx) {
+        return Ok(i);
+    }
+    let backends = &upstream.backends;
+    let healthy = |i: usize| {
+        let b = &backends[i];
+        b.state.is_healthy() && !b.state.is_ejected(ctx.now_ms) && !ctx.tried.contains(&i)
+    };
+    if (0..backends.len()).any(healthy) {
+        upstream.metrics.breaker_rejections.increment(1);
+        return Err(ProxyError::BreakerOpen {
+            upstream: upstream.name.clone(),
+        });
+    }
+    if upstream.panic_mode {
+        ctx.eligibility = Eligibility::Any;
+        if let Some(i) = upstream.balancer.pick(backends, &ctx) {
+            upstream.metrics.panic_routed.increment(1);
+            return Ok(i);
+        }
+    }
+    upstream.metrics.no_healthy_backend.increment(1);
+    Err(ProxyError::NoHealthyBackend {
+        upstream: upstream.name.clone(),
+        retry_after_secs: retry_after(upstream, ctx.now_ms),
+    })
+}
+
+/// Seconds until a backend may plausibly be back: the soonest ejection end,
+/// or one health-check interval.
+fn retry_after(upstream: &Upstream, now_ms: u64) -> u64 {
+    let ejection = upstream
+        .backends
+        .iter()
+        .map(|b| b.state.ejected_until_ms())
+        .filter(|&until| until > now_ms)
+        .min()
+        .map(|until| (until - now_ms).div_ceil(1000));
+    let check = upstream
+        .health
+        .as_ref()
+        .map(|h| h.interval.get().as_secs().max(1));
+    ejection.or(check).unwrap_or(1).clamp(1, 300)
+}
+
+fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.is::<LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forward;
+
+impl Service<Attempt> for Forward {
+    type Response = Forwarded;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Forwarded, ProxyError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt) -> Self::Future {
+        Box::pin(async move {
+            let upstream = attempt.upstream.clone();
+            let idx = pick(&upstream, &attempt, clock::now_ns())?;
+            let backend = &upstream.backends[idx];
+            let guard = InFlight::start(&upstream, idx);
+
+            let (mut parts, body) = attempt.request.into_parts();
+            let mut uri = Uri::builder()
+                .scheme("http")
+                .authority(backend.authority.clone());
+            if let Some(pq) = parts.uri.path_and_query() {
+                uri = uri.path_and_query(pq.clone());
+            }
+            parts.uri = uri.build().map_err(|e| ProxyError::Backend {
+                backend: idx,
+                addr: backend.addr.to_string(),
+                source: e.into(),
+            })?;
+
+            let sent = Instant::now();
+            let result = tokio::time::timeout(
+                attempt.timeout,
+                attempt.client.request(Request::from_parts(parts, body)),
+            )
+            .await;
+            let elapsed = sent.elapsed();
+            let addr = || backend.addr.to_string();
+            match result {
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    backend.state.ewma.observe(elapsed, clock::now_ns());
+                    record_outcome(&upstream, idx, Outcome::Response(status), elapsed);
+                    let (mut parts, body) = resp.into_parts();
+                    prepare_response(&mut parts);
+                    let body = TrackedBody::new(body, guard)
+                        .map_err(Into::into)
+                        .boxed_unsync();
+                    Ok(Forwarded {
+                        response: Response::from_parts(parts, body),
+                        backend: idx,
+                    })
+                }
+                Ok(Err(e)) if body_too_large(&e) => Err(ProxyError::BodyTooLarge),
+                Ok(Err(e)) => {
+                    record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+                    if e.is_connect() {
+                        tracing::debug!(backend = %addr(), "connect failed: {e:#}");
+                        Err(ProxyError::Connect {
+                            backend: idx,
+                            addr: addr(),
+                            source: e.into(),
+                        })
+                    } else {
+                        tracing::debug!(backend = %addr(), "request failed: {e:#}");
+                        Err(ProxyError::Backend {
+                            backend: idx,
+                            addr: addr(),
+                            source: e.into(),
+                        })
+                    }
+                }
+                Err(_) => {
+                    backend.state.ewma.observe(elapsed, clock::now_ns());
+                    record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+                    Err(ProxyError::BackendTimeout {
+                        backend: idx,
+                        addr: addr(),
+                        timeout: attempt.timeout,
+                    })
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! The small phases of the request path: limits, route, deadline and
+//! forwarded headers. Each is a tower `Layer` with its own service.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, Either, Ready, ready};
+use http::{Response, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower::{Layer, Service};
+
+use super::error::ProxyError;
+use super::headers::{prepare_request, request_host};
+use super::{Arrival, Exchange, ProxyBody};
+
+type Result<T> = std::result::Result<T, ProxyError>;
+
+macro_rules! layer {
+    ($layer:ident, $service:ident) => {
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $layer;
+        impl<S> Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> $service<S> {
+                $service { inner }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct $service<S> {
+            inner: S,
+        }
+    };
+}
+
+// ---- limits: header bytes (431), body bytes (413) ----
+
+layer!(LimitsLayer, Limits);
+
+/// Bytes of the request head as it would appear on the wire.
+fn head_bytes(req: &http::Request<ProxyBody>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    line + req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+}
+
+impl<S> Service<Arrival> for Limits<S>
+where
+    S: Service<Arrival, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Either<Ready<Result<Response<ProxyBody>>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut a: Arrival) -> Self::Future {
+        let limits = &a.state.limits;
+        if head_bytes(&a.request) > limits.max_header_bytes {
+            return Either::Left(ready(Err(ProxyError::HeadersTooLarge {
+                limit: limits.max_header_bytes,
+            })));
+        }
+        let max_body = limits.max_body_bytes;
+        let declared = a
+            .request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Either::Left(ready(Err(ProxyError::BodyTooLarge)));
+        }
+        if !a.request.body().is_end_stream() && declared.is_none() {
+            // Chunked or unknown length: count bytes as they stream.
+            let body = std::mem::replace(a.request.body_mut(), super::empty_body());
+            *a.request.body_mut() = Limited::new(body, max_body as usize).boxed_unsync();
+        }
+        Either::Right(self.inner.call(a))
+    }
+}
+
+// ---- route: host and path prefix to an upstream (404) ----
+
+layer!(RouteLayer, RoutePhase);
+
+impl<S> Service<Arrival> for RoutePhase<S>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, a: Arrival) -> Self::Future {
+        let (parts, body) = a.request.into_parts();
+        let route = a
+            .state
+            .route(request_host(&parts), parts.uri.path())
+            .cloned();
+        let Some(route) = route else {
+            a.state.unrouted.requests.record(Some(404));
+            return Box::pin(ready(Err(ProxyError::NoRoute)));
+        };
+        let exchange = Exchange {
+            request: http::Request::from_parts(parts, body),
+            conn: a.conn,
+            state: a.state,
+            route: route.clone(),
+            received: a.received,
+        };
+        let fut = self.inner.clone().call(exchange);
+        Box::pin(async move {
+            let result = fut.await;
+            let status = match &result {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => e.status().as_u16(),
+            };
+            route.metrics.requests.record(Some(status));
+            route
+                .metrics
+                .duration
+                .record(a.received.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+// ---- deadline: the whole exchange, retries included (504) ----
+
+layer!(DeadlineLayer, Deadline);
+
+impl<S> Service<Exchange> for Deadline<S>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, ex: Exchange) -> Self::Future {
+        let limit: Duration = ex.state.timeouts.request.get();
+        let remaining = limit.saturating_sub(ex.received.elapsed());
+        let fut = self.inner.call(ex);
+        Box::pin(async move {
+            match tokio::time::timeout(remaining, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(ProxyError::RequestTimeout(limit)),
+            }
+        })
+    }
+}
+
+// ---- forwarded headers: hop-by-hop removal, X-Forwarded-*, Via ----
+
+layer!(ForwardedHeadersLayer, ForwardedHeaders);
+
+impl<S> Service<Exchange> for ForwardedHeaders<S>
+where
+    S: Service<Exchange>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut ex: Exchange) -> S::Future {
+        let (mut parts, body) = ex.request.into_parts();
+        prepare_request(&mut parts, &ex.conn);
+        ex.request = http::Request::from_parts(parts, body);
+        self.inner.call(ex)
+    }
+}

@@ -1,0 +1,243 @@
+//! Retries: idempotent requests without a body, on connect failure, timeout,
+//! 502, 503 or 504, to a backend not tried yet, after an exponential backoff
+//! with jitter, and only while the upstream's retry budget allows.
+//!
+//! The budget (as Finagle and linkerd2-proxy do it) caps retries at a percent
+//! of recent requests plus a small floor per second, so a sick cluster gets at
+//! most that much extra load instead of a retry storm.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
+use tower::util::rng::HasherRng;
+use tower::{Layer, Service};
+
+use super::error::ProxyError;
+use super::forward::{Attempt, Forwarded, hash_of};
+use super::{Exchange, ProxyBody, empty_body};
+use crate::clock;
+
+const SLOTS: usize = 10;
+
+/// Lock-free sliding-window retry budget over the last 10 seconds.
+#[derive(Debug)]
+pub struct RetryBudget {
+    percent: f64,
+    floor_per_window: u64,
+    slots: [Slot; SLOTS],
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    second: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RetryBudget {
+    pub fn new(percent: f64, min_per_second: u32) -> Self {
+        RetryBudget {
+            percent,
+            floor_per_window: u64::from(min_per_second) * SLOTS as u64,
+            slots: Default::default(),
+        }
+    }
+
+    fn slot(&self, second: u64) -> &Slot {
+        let slot = &self.slots[(second % SLOTS as u64) as usize];
+        let seen = slot.second.load(Relaxed);
+        if seen != second
+            && slot
+                .second
+                .compare_exchange(seen, second, Relaxed, Relaxed)
+                .is_ok()
+        {
+            slot.requests.store(0, Relaxed);
+            slot.retries.store(0, Relaxed);
+        }
+        slot
+    }
+
+    /// Counts a request towards the budget.
+    pub fn deposit(&self) {
+        self.slot(clock::now_ms() / 1000)
+            .requests
+            .fetch_add(1, Relaxed);
+    }
+
+    /// Takes one retry from the budget if there is room.
+    pub fn withdraw(&self) -> bool {
+        let now = clock::now_ms() / 1000;
+        let (mut requests, mut retries) = (0u64, 0u64);
+        for s in &self.slots {
+            if now.saturating_sub(s.second.load(Relaxed)) < SLOTS as u64 {
+                requests += s.requests.load(Relaxed);
+                retries += s.retries.load(Relaxed);
+            }
+        }
+        let allowed = (requests as f64 * self.percent / 100.0) as u64 + self.floor_per_window;
+        if retries >= allowed {
+            return false;
+        }
+        self.slot(now).retries.fetch_add(1, Relaxed);
+        true
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetryLayer;
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+}
+
+impl<S> Service<Exchange> for Retry<S>
+where
+    S: Service<Attempt, Response = Forwarded, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, ProxyError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ex: Exchange) -> Self::Future {
+        let upstream = ex.route.upstream.clone();
+        upstream.budget.deposit();
+        let policy = &upstream.retry;
+        let timeout = ex.state.timeouts.backend_response.get();
+        let hash = hash_of(&upstream, &ex.request, &ex.conn);
+        let retryable = policy.attempts > 1
+            && ex.request.body().is_end_stream()
+            && (policy.retry_non_idempotent || is_idempotent(ex.request.method()));
+        let mut inner = self.inner.clone();
+        let conn = ex.conn;
+        let client = ex.state.client.clone();
+
+        if !retryable {
+            let attempt = Attempt {
+                request: ex.request,
+                client,
+                upstream,
+                conn,
+                tried: Vec::new(),
+                timeout,
+                hash,
+            };
+            let fut = inner.call(attempt);
+            return Box::pin(async move { fut.await.map(|f| f.response) });
+        }
+
+        let (parts, _) = ex.request.into_parts();
+        Box::pin(async move {
+            let attempts = upstream.retry.attempts;
+            let mut backoff = ExponentialBackoffMaker::new(
+                upstream.retry.backoff_base.get(),
+                upstream.retry.backoff_max.get(),
+                1.0,
+                HasherRng::default(),
+            )
+            .map(|mut m| m.make_backoff())
+            .ok();
+            let mut tried: Vec<usize> = Vec::new();
+            let mut last: Option<Result<Forwarded, ProxyError>> = None;
+            for n in 1..=attempts {
+                let mut request = Request::new(empty_body());
+                *request.method_mut() = parts.method.clone();
+                *request.uri_mut() = parts.uri.clone();
+                *request.version_mut() = parts.version;
+                *request.headers_mut() = parts.headers.clone();
+                let attempt = Attempt {
+                    request,
+                    client: client.clone(),
+                    upstream: upstream.clone(),
+                    conn,
+                    tried: tried.clone(),
+                    timeout,
+                    hash,
+                };
+                let result = inner.call(attempt).await;
+                let failed_on = match &result {
+                    Ok(f) if retryable_status(f.response.status()) => Some(f.backend),
+                    Ok(_) => None,
+                    Err(e) => e.backend(),
+                };
+                // No backend left to try: the previous failure is the answer.
+                if n > 1 && failed_on.is_none() && result.is_err() {
+                    break;
+                }
+                let Some(backend) = failed_on else {
+                    return result.map(|f| f.response);
+                };
+                last = Some(result);
+                if n == attempts {
+                    break;
+                }
+                if !upstream.budget.withdraw() {
+                    upstream.metrics.budget_exhausted.increment(1);
+                    break;
+                }
+                upstream.metrics.retries.increment(1);
+                tried.push(backend);
+                if let Some(b) = backoff.as_mut() {
+                    b.next_backoff().await;
+                }
+            }
+            match last {
+                Some(result) => result.map(|f| f.response),
+                None => Err(ProxyError::NoHealthyBackend {
+                    upstream: upstream.name.clone(),
+                    retry_after_secs: 1,
+                }),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_caps_retries_at_percent_plus_floor() {
+        let b = RetryBudget::new(20.0, 0);
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let granted = (0..100).filter(|_| b.withdraw()).count();
+        assert_eq!(granted, 20);
+
+        let floor = RetryBudget::new(0.0, 3);
+        assert_eq!(
+            (0..100).filter(|_| floor.withdraw()).count(),
+            30,
+            "3/s over a 10 s window"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! The request path, assembled in one place, top to bottom.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder};
+
+use super::forward::Forward;
+use super::layers::{
+    Deadline, DeadlineLayer, ForwardedHeaders, ForwardedHeadersLayer, Limits, LimitsLayer,
+    RouteLayer, RoutePhase,
+};
+use super::retry::{Retry, RetryLayer};
+use super::{Arrival, ConnInfo, ProxyBody, ProxyState, empty_body};
+
+/// The phases a request passes through.
+pub type Stack = Limits<RoutePhase<Deadline<ForwardedHeaders<Retry<Forward>>>>>;
+
+pub fn build_stack() -> Stack {
+    ServiceBuilder::new()
+        .layer(LimitsLayer) //            431, 413
+        .layer(RouteLayer) //             host + path prefix → upstream, 404
+        .layer(DeadlineLayer) //          whole-request timeout, 504
+        .layer(ForwardedHeadersLayer) //  hop-by-hop, X-Forwarded-*, Via
+        .layer(RetryLayer) //             budgeted retries to other backends
+        .service(Forward) //              pick, breaker, send, outlier detection
+}
+
+/// The hyper-facing service of one client connection: loads the current
+/// config snapshot once per request and turns errors into responses.
+#[derive(Clone)]
+pub struct ProxyService {
+    state: Arc<ArcSwap<ProxyState>>,
+    stack: Stack,
+    conn: ConnInfo,
+}
+
+impl ProxyService {
+    pub fn new(state: Arc<ArcSwap<ProxyState>>, conn: ConnInfo) -> Self {
+        ProxyService {
+            state,
+            stack: build_stack(),
+            conn,
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let received = Instant::now();
+        let request = if req.body().is_end_stream() {
+            req.map(|_| empty_body())
+        } else {
+            req.map(|b| b.map_err(Into::into).boxed_unsync())
+        };
+        let arrival = Arrival {
+            request,
+            conn: self.conn,
+            state: self.state.load_full(),
+            received,
+        };
+        let fut = self.stack.clone().call(arrival);
+        Box::pin(async move {
+            Ok(match fut.await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    e.into_response()
+                }
+            })
+        })
+    }
+}

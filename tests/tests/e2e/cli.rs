@@ -1,0 +1,111 @@
+//! `switchyard check`: exact messages for bad configs, exit code 2.
+
+use crate::support::proxy::run_cli;
+
+fn check(config: &str) -> (i32, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let p = path.display().to_string();
+    let (code, out, err) = run_cli(&["check", "--config", &p]);
+    (code, out, err, p)
+}
+
+const BASE: &str = "[listen]\naddress = \"127.0.0.1:8080\"\n[[routes]]\nupstream = \"app\"\n";
+
+#[test]
+fn each_config_error_is_named_with_file_and_key_path() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[listen]\naddress = \"127.0.0.1:8080\"\n[[routes]]\nupstream = \"nope\"\n[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n",
+            "routes[0].upstream: unknown upstream \"nope\" (defined: app)",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }, { address = \"127.0.0.1:3001\" }]\n",
+            "upstreams.app.backends[1].address: duplicate backend \"127.0.0.1:3001\" (also backends[0])",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }, { address = \"127.0.0.1:3002\", weight = 0 }]\n",
+            "upstreams.app.backends[1].weight: must be at least 1",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[upstreams.app.health]\ninterval = \"0s\"\n",
+            "upstreams.app.health.interval: must be greater than 0",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[upstreams.app.health]\ninterval = \"soon\"\n",
+            "upstreams.app.health.interval: invalid duration \"soon\": expected a number and a unit, such as \"2s\" or \"500ms\"",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"backend-without-port\" }]\n",
+            "upstreams.app.backends[0].address: invalid backend address \"backend-without-port\": expected HOST:PORT, such as \"127.0.0.1:3001\"",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\", wieght = 2 }]\n",
+            "upstreams.app.backends[0].wieght: unknown key (expected one of: address, weight)",
+        ),
+    ];
+    for (body, expected) in cases {
+        let config = if body.starts_with("[listen]") {
+            body.to_string()
+        } else {
+            format!("{BASE}{body}")
+        };
+        let (code, _, err, path) = check(&config);
+        assert_eq!(code, 2, "exit code for: {expected}\n{err}");
+        let want = format!("error: {path}: {expected}");
+        assert!(
+            err.lines().any(|l| l == want),
+            "want line\n  {want}\ngot\n{err}"
+        );
+    }
+}
+
+#[test]
+fn an_unparsable_listen_address_is_reported() {
+    let (code, _, err, path) = check(
+        "[listen]\naddress = \"localhost:http\"\n[[routes]]\nupstream = \"app\"\n[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "error: {path}: listen.address: invalid address \"localhost:http\": expected IP:PORT, such as \"127.0.0.1:8080\""
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let (code, _, err, _) = check(&format!(
+        "{BASE}[upstreams.app]\nbackends = [{{ address = \"127.0.0.1:3001\", weight = 0 }}, {{ address = \"127.0.0.1:3001\" }}]\n\
+         [upstreams.app.retry]\nattempts = 0\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(err.contains("3 problem(s) in config"), "{err}");
+}
+
+#[test]
+fn the_default_config_checks_out() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switchyard.toml");
+    let (code, out, err) = run_cli(&["check", "--config", root]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OK (version "), "{out}");
+    assert!(
+        out.contains("upstream app: least_response_time, 3 backend(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[listen]\naddress = \"127.0.0.1:0\"\n").unwrap();
+    let (code, _, err) = run_cli(&["run", "--config", &path.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("routes: at least one route is required"),
+        "{err}"
+    );
+}

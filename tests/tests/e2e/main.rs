@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `switchyard` binary, real sockets, backends
+//! written here with hyper.
+
+mod support;
+
+mod balance;
+mod cli;
+mod health;
+mod lifecycle;
+mod limits;
+mod retry;

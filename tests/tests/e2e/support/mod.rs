@@ -1,0 +1,58 @@
+#![allow(dead_code)]
+//! Test harness: real backends (hyper, in the test process), the real proxy
+//! binary (a child process), an HTTP client and polling helpers.
+
+pub mod backend;
+pub mod client;
+pub mod proxy;
+
+pub use backend::TestBackend;
+pub use client::{Http, get, request};
+pub use proxy::Proxy;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A config with listeners on free ports, one catch-all route to `app`, and
+/// the given upstream section (which must define `[upstreams.app]`).
+pub fn config(upstream: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [[routes]]\nupstream = \"app\"\n\n{upstream}\n"
+    )
+}
+
+/// `backends = [...]` for the given test backends, with weights.
+pub fn backends_toml(backends: &[&TestBackend], weights: &[u32]) -> String {
+    let items: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            format!(
+                "{{ address = \"{}\", weight = {} }}",
+                b.addr,
+                weights.get(i).copied().unwrap_or(1)
+            )
+        })
+        .collect();
+    format!("backends = [{}]", items.join(", "))
+}
