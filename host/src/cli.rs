@@ -1,12 +1,13 @@
-//! The command line: `run`, `check` and `demo`.
+//! The command line: `run`, `check`, `demo` and `plugin test`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, ConfigSource, Loaded};
+use crate::config::{self, ConfigErrors, ConfigSource};
 use crate::logging;
+use crate::server::Prepared;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,10 +40,28 @@ impl ConfigArgs {
 enum Command {
     /// Run the proxy.
     Run(ConfigArgs),
-    /// Validate a config and print a summary; exit 2 listing every problem.
+    /// Validate a config (and load its plugins) and print a summary; exit 2
+    /// listing every problem.
     Check(ConfigArgs),
     /// Start three sample backends and the proxy on the default config.
     Demo(ConfigArgs),
+    /// Work with plugins without a running proxy.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Run a plugin against a recorded input and print its output as JSON,
+    /// with timing and memory used.
+    Test {
+        /// The plugin's `.wasm` component.
+        file: PathBuf,
+        /// A JSON input: a snapshot (alert rules, optimizers) or a generator
+        /// run description; see the README.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+    },
 }
 
 /// Exit code for a config that does not validate (and other bad input).
@@ -52,43 +71,70 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(&args),
-        Command::Run(args) => serve(&args, |loaded| {
+        Command::Run(args) => serve(&args, |prepared| {
             Box::pin(async move {
-                let running = crate::server::Running::start(loaded).await?;
+                let running = crate::server::Running::start(prepared).await?;
                 crate::server::shutdown_signal().await;
                 running.shutdown().await;
                 Ok(())
             })
         }),
-        Command::Demo(args) => serve(&args, |loaded| Box::pin(crate::demo::run(loaded))),
+        Command::Demo(args) => serve(&args, |prepared| Box::pin(crate::demo::run(prepared))),
+        Command::Plugin(PluginCommand::Test { file, input }) => {
+            plugin_test(&file, input.as_deref())
+        }
     }
 }
 
-fn load_or_report(source: &ConfigSource) -> Result<Loaded, ExitCode> {
-    config::load(source).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("error: {e}");
+fn plugin_test(file: &Path, input: Option<&Path>) -> ExitCode {
+    use crate::plugins::TryRunError;
+    let print = |report: &serde_json::Value| match serde_json::to_string_pretty(report) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print the report: {e}"),
+    };
+    match crate::plugins::try_run(file, input) {
+        Ok(report) => {
+            print(&report);
+            ExitCode::SUCCESS
         }
-        eprintln!(
-            "{} problem(s) in config; nothing was started",
-            errors.0.len()
-        );
-        ExitCode::from(EXIT_BAD_INPUT)
-    })
+        Err(TryRunError::BadInput(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(TryRunError::PluginFailed(report)) => {
+            print(&report);
+            eprintln!("error: the plugin failed; see \"error\" in the report");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints every problem of a config; exit code 2.
+fn report(errors: ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "{} problem(s) in config; nothing was started",
+        errors.0.len()
+    );
+    ExitCode::from(EXIT_BAD_INPUT)
 }
 
 fn check(args: &ConfigArgs) -> ExitCode {
-    let loaded = match load_or_report(&args.source()) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    print!("{}", summary(&loaded));
-    ExitCode::SUCCESS
+    match config::load(&args.source()).and_then(Prepared::new) {
+        Ok(prepared) => {
+            print!("{}", summary(&prepared));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report(errors),
+    }
 }
 
 /// What `check` prints for a valid config.
-pub fn summary(loaded: &Loaded) -> String {
+pub fn summary(prepared: &Prepared) -> String {
     use std::fmt::Write;
+    let loaded = &prepared.loaded;
     let c = &loaded.config;
     let mut out = String::new();
     let files: Vec<String> = loaded
@@ -126,33 +172,58 @@ pub fn summary(loaded: &Loaded) -> String {
             up.retry.attempts
         );
     }
+    for p in prepared.plugins.iter() {
+        let v = p.view();
+        let origin = if v.compiled_from_cache {
+            "from the compile cache"
+        } else {
+            "compiled"
+        };
+        let _ = writeln!(
+            out,
+            "  plugin {}: {}, {} ({origin})",
+            v.name, v.kind, v.path
+        );
+    }
     out
 }
 
 type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
-fn serve(args: &ConfigArgs, body: impl FnOnce(Loaded) -> BoxedRun) -> ExitCode {
-    let loaded = match load_or_report(&args.source()) {
+fn serve(args: &ConfigArgs, body: impl FnOnce(Prepared) -> BoxedRun) -> ExitCode {
+    let loaded = match config::load(&args.source()) {
         Ok(l) => l,
-        Err(code) => return code,
+        Err(errors) => return report(errors),
     };
+    // Logging and the metrics recorder before plugins load, so that loading
+    // can log and plugin metrics are registered with the real recorder.
     logging::init(&loaded.config.log.level);
-    let workers = match loaded.config.runtime.worker_threads {
+    crate::telemetry::install();
+    let prepared = match Prepared::new(loaded) {
+        Ok(p) => p,
+        Err(errors) => return report(errors),
+    };
+    let workers = match prepared.loaded.config.runtime.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    // One worker: a current-thread runtime, which skips the work-stealing
+    // machinery entirely; more: the multi-threaded scheduler.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(body(loaded)) {
+    match runtime.block_on(body(prepared)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -18,8 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Loaded;
-use crate::server::{Running, shutdown_signal};
+use crate::server::{Prepared, Running, shutdown_signal};
 
 /// Latencies of the demo's sample backends, in config order.
 const LATENCIES_MS: [u64; 3] = [2, 10, 40];
@@ -69,7 +68,8 @@ pub fn sample_backend(tcp: TcpListener, name: String, latency: Duration) -> Join
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
+pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
+    let loaded = &prepared.loaded;
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for up in loaded.config.upstreams.values() {
         for b in &up.backends {
@@ -97,7 +97,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         backends.push(sample_backend(tcp, name, latency));
     }
 
-    let running = Running::start(loaded).await?;
+    let running = Running::start(prepared).await?;
     let proxy = running.proxy_addr();
     let admin = running.admin_addr();
     tally(proxy).await;

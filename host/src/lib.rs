@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod logging;
+pub mod plugins;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;

@@ -9,20 +9,51 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminHandle};
-use crate::balance::StateRegistry;
 use crate::config::Loaded;
 use crate::health::HealthChecks;
-use crate::proxy::{Listener, ListenerHandle, ProxyState};
+use crate::plugins::{PluginEngine, PluginSet, PluginWatcher};
+use crate::proxy::{Carried, Listener, ListenerHandle, ProxyState};
 use crate::telemetry::{self, PrometheusExport};
 
 /// Shared by the admin API and the control-plane tasks.
 pub struct Server {
     pub loaded: ArcSwap<Loaded>,
     pub state: Arc<ArcSwap<ProxyState>>,
-    pub registry: StateRegistry,
+    /// Learned backend state and connection pools, carried across reloads.
+    pub carried: Carried,
     pub prometheus: PrometheusExport,
+    pub plugin_engine: Arc<PluginEngine>,
+    pub plugins: Arc<ArcSwap<PluginSet>>,
     health: std::sync::Mutex<HealthChecks>,
+    watcher: std::sync::Mutex<Option<PluginWatcher>>,
     draining: AtomicBool,
+}
+
+/// A validated config with its plugins loaded: everything `Running::start`
+/// needs, prepared before the async runtime starts so that a bad config or
+/// plugin is reported the same way by `check` and `run`.
+pub struct Prepared {
+    pub loaded: Loaded,
+    pub plugin_engine: Arc<PluginEngine>,
+    pub plugins: PluginSet,
+}
+
+impl Prepared {
+    pub fn new(loaded: Loaded) -> Result<Prepared, crate::config::ConfigErrors> {
+        let engine = PluginEngine::new(
+            loaded.config.plugin_runtime.cache_dir.clone(),
+            loaded.config.plugin_runtime.fuel,
+        )
+        .map_err(|e| {
+            crate::config::ConfigErrors(vec![loaded.error_at("plugin_runtime", format!("{e:#}"))])
+        })?;
+        let plugins = PluginSet::load_config(&loaded, &engine, None)?;
+        Ok(Prepared {
+            loaded,
+            plugin_engine: engine,
+            plugins,
+        })
+    }
 }
 
 /// A started server and its listeners.
@@ -40,11 +71,16 @@ impl Server {
 
 impl Running {
     /// Builds the state for `loaded`, binds both listeners and starts serving.
-    pub async fn start(loaded: Loaded) -> anyhow::Result<Running> {
+    pub async fn start(prepared: Prepared) -> anyhow::Result<Running> {
+        let Prepared {
+            loaded,
+            plugin_engine,
+            plugins,
+        } = prepared;
         let prometheus = telemetry::install();
-        let registry = StateRegistry::default();
+        let carried = Carried::default();
         let config = &loaded.config;
-        let state = ProxyState::build(config, &loaded.version, &registry, None);
+        let state = ProxyState::build(config, &loaded.version, &carried);
         let listen = config.listen.address.0;
         let proxy = Listener::bind(listen)
             .await
@@ -54,12 +90,30 @@ impl Running {
             .await
             .with_context(|| format!("cannot bind admin.address {admin_addr}"))?;
         let health = HealthChecks::start(&state);
+        let rt = loaded.config.plugin_runtime.clone();
+        let plugins = Arc::new(ArcSwap::from_pointee(plugins));
+        let watcher = if rt.watch && plugins.load().iter().next().is_some() {
+            match crate::plugins::watch(plugins.clone(), rt.debounce.get()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot watch plugin files ({e}); reload them with POST /admin/plugins/NAME/reload"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let server = Arc::new(Server {
             loaded: ArcSwap::from_pointee(loaded),
             state: Arc::new(ArcSwap::from_pointee(state)),
-            registry,
+            carried,
             prometheus,
+            plugin_engine,
+            plugins,
             health: std::sync::Mutex::new(health),
+            watcher: std::sync::Mutex::new(watcher),
             draining: AtomicBool::new(false),
         });
         tracing::info!("proxy listening on {}", proxy.local_addr());
@@ -87,12 +141,14 @@ impl Running {
         self.server.draining.store(true, Ordering::Relaxed);
         let drain = self.server.state.load().timeouts.drain.get();
         self.proxy.shutdown(drain).await;
+        // Background work stops before the admin listener goes.
         drop(
             self.server
                 .health
                 .lock()
                 .map(|mut h| std::mem::take(&mut *h)),
         );
+        drop(self.server.watcher.lock().map(|mut w| w.take()));
         self.admin.shutdown().await;
         tracing::info!("shut down");
     }

@@ -7,6 +7,8 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 while serving, 503 while draining |
 //! | `GET /admin/backends` | each upstream's backends: health, ejection, weight, in-flight, EWMA, counters |
+//! | `GET /admin/plugins` | each plugin: kind, file, content hash, loaded at, calls, failures, last error, swaps, quarantine |
+//! | `POST /admin/plugins/{name}/reload` | reload a plugin from its file now; the old version keeps serving if it fails |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -27,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::balance::BackendView;
+use crate::plugins::Reloaded;
 use crate::server::Server;
 use crate::telemetry::names;
 
@@ -113,6 +116,9 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
 
 async fn handle(req: Request<Incoming>, server: &Server) -> AdminResponse {
     let path = req.uri().path().trim_end_matches('/');
+    if let (&Method::POST, Some(name)) = (req.method(), plugin_reload_target(path)) {
+        return reload_plugin(server, name).await;
+    }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
             refresh_gauges(server);
@@ -129,12 +135,50 @@ async fn handle(req: Request<Incoming>, server: &Server) -> AdminResponse {
         }
         (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/admin/backends") => json(StatusCode::OK, &backends_view(server)),
-        (_, "/metrics" | "/healthz" | "/readyz" | "/admin/backends") => {
+        (&Method::GET, "/admin/plugins") => json(StatusCode::OK, &server.plugins.load().views()),
+        (_, "/metrics" | "/healthz" | "/readyz" | "/admin/backends" | "/admin/plugins") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; see /metrics, /healthz, /readyz, /admin/backends\n",
+            "not found; see /metrics, /healthz, /readyz, /admin/backends, /admin/plugins\n",
+        ),
+    }
+}
+
+/// `NAME` of `/admin/plugins/NAME/reload`.
+fn plugin_reload_target(path: &str) -> Option<&str> {
+    path.strip_prefix("/admin/plugins/")?
+        .strip_suffix("/reload")
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+}
+
+async fn reload_plugin(server: &Server, name: &str) -> AdminResponse {
+    let Some(plugin) = server.plugins.load().get(name).cloned() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": format!("no plugin named \"{name}\"") }),
+        );
+    };
+    let reloading = plugin.clone();
+    match tokio::task::spawn_blocking(move || reloading.reload(true)).await {
+        Ok(Ok(outcome)) => {
+            let result = match outcome {
+                Reloaded::Swapped { .. } => "swapped",
+                Reloaded::Unchanged => "unchanged",
+            };
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "result": result, "plugin": plugin.view() }),
+            )
+        }
+        Ok(Err(error)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "result": "failed", "error": error, "plugin": plugin.view() }),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload task failed: {e}\n"),
         ),
     }
 }

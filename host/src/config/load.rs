@@ -68,6 +68,19 @@ pub struct Loaded {
     pub source: ConfigSource,
     /// Short content hash of the effective config, shown in the admin API.
     pub version: String,
+    figment: Figment,
+}
+
+impl Loaded {
+    /// An error about `key`, attributed to the file its value came from;
+    /// for checks made after loading (plugins that fail to load).
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: origin_of_key(&self.figment, key, &self.source),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// One problem in a config.
@@ -139,6 +152,7 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
         config,
         source: source.clone(),
         version,
+        figment,
     })
 }
 

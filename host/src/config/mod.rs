@@ -11,4 +11,5 @@ pub use load::{
     ConfigError, ConfigErrors, ConfigSource, ENV_PREFIX, Loaded, available_profiles, load,
 };
 pub use schema::*;
-pub use types::{BackendAddr, Dur, HashKey, ListenAddr, StatusRange};
+pub use types::{BackendAddr, ByteSize, Dur, HashKey, ListenAddr, StatusRange};
+pub use validate::{PLUGIN_MEMORY_MAX, PLUGIN_MEMORY_MIN};

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{BackendAddr, Dur, HashKey, ListenAddr, StatusRange};
+use std::path::PathBuf;
+
+use super::types::{BackendAddr, ByteSize, Dur, HashKey, ListenAddr, StatusRange};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,10 @@ pub struct Config {
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSection>,
+    #[serde(default)]
+    pub plugin_runtime: PluginRuntimeSection,
+    #[serde(default)]
+    pub plugins: Vec<PluginSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -319,6 +325,110 @@ impl Default for BreakerSection {
     fn default() -> Self {
         BreakerSection {
             max_in_flight: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginRuntimeSection {
+    /// Where compiled plugins are cached; default: `switchyard-plugin-cache`
+    /// in the system's temporary directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Reload a plugin when its file changes.
+    pub watch: bool,
+    /// Meter fuel so that plugins may set `limits.fuel`. Costs every plugin
+    /// call about 10%; takes effect at start, not on reload.
+    pub fuel: bool,
+    /// Quiet time after the last change to a file before it is reloaded.
+    pub debounce: Dur,
+    /// Consecutive failed calls that put a plugin in quarantine.
+    pub quarantine_after: u32,
+    /// First quarantine; each further one doubles, up to `quarantine_max`.
+    pub quarantine_base: Dur,
+    pub quarantine_max: Dur,
+}
+
+impl Default for PluginRuntimeSection {
+    fn default() -> Self {
+        PluginRuntimeSection {
+            cache_dir: None,
+            watch: true,
+            fuel: false,
+            debounce: Dur::millis(100),
+            quarantine_after: 3,
+            quarantine_base: Dur::secs(1),
+            quarantine_max: Dur::secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    OperationGenerator,
+    Optimizer,
+    AlertRule,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::OperationGenerator => "operation-generator",
+            PluginKind::Optimizer => "optimizer",
+            PluginKind::AlertRule => "alert-rule",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    pub name: String,
+    pub kind: PluginKind,
+    /// The `.wasm` component; relative paths start at the config file's directory.
+    pub path: PathBuf,
+    /// Handed to the plugin's `init`: a string as is, a table as JSON.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+impl PluginSection {
+    /// The config string the plugin's `init` receives.
+    pub fn config_string(&self) -> String {
+        match &self.config {
+            None => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Deadline of one call.
+    pub timeout: Dur,
+    /// Linear memory the plugin may grow to.
+    pub memory: ByteSize,
+    /// Fuel (roughly, wasm instructions) per call; unset: unlimited.
+    pub fuel: Option<u64>,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            timeout: Dur::millis(100),
+            memory: ByteSize(64 << 20),
+            fuel: None,
         }
     }
 }

@@ -261,6 +261,69 @@ impl Serialize for StatusRange {
     }
 }
 
+/// A size in bytes, written `"64MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"` or as a
+/// plain number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || {
+            format!(
+                "invalid size \"{s}\": expected a number of bytes or a number and a unit, such as \"64MiB\""
+            )
+        };
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| err())?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return Err(err()),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(err)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
+            write!(f, "{}GiB", b >> 30)
+        } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
+            write!(f, "{}MiB", b >> 20)
+        } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
+            write!(f, "{}KiB", b >> 10)
+        } else {
+            write!(f, "{b}")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match StringOrNumber::deserialize(d)? {
+            StringOrNumber::Str(s) => s.parse().map_err(serde::de::Error::custom),
+            StringOrNumber::Num(n) => u64::try_from(n).map(ByteSize).map_err(|_| {
+                serde::de::Error::custom(format!("invalid size {n}: must not be negative"))
+            }),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +355,16 @@ mod tests {
         assert!("header:x-user".parse::<HashKey>().is_ok());
         assert!("header:".parse::<HashKey>().is_err());
         assert!("ip".parse::<HashKey>().is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("64MiB".parse::<ByteSize>(), Ok(ByteSize(64 << 20)));
+        assert_eq!("10MB".parse::<ByteSize>(), Ok(ByteSize(10_000_000)));
+        assert_eq!("4096".parse::<ByteSize>(), Ok(ByteSize(4096)));
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert!("5 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
     }
 
     #[test]

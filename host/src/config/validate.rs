@@ -95,6 +95,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     );
 
     validate_routes(config, &mut p);
+    validate_plugins(config, &mut p);
     for (name, up) in &config.upstreams {
         validate_upstream(name, up, &mut p);
     }
@@ -152,6 +153,69 @@ fn validate_routes(config: &Config, p: &mut Problems) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(i);
             }
+        }
+    }
+}
+
+/// Bounds of a plugin's memory cap; the engine's pool is sized for the top.
+pub const PLUGIN_MEMORY_MIN: u64 = 1 << 20;
+pub const PLUGIN_MEMORY_MAX: u64 = 1 << 30;
+
+fn validate_plugins(config: &Config, p: &mut Problems) {
+    let rt = &config.plugin_runtime;
+    p.positive("plugin_runtime.quarantine_after", rt.quarantine_after == 0);
+    p.positive(
+        "plugin_runtime.quarantine_base",
+        rt.quarantine_base.is_zero(),
+    );
+    p.not_below(
+        "plugin_runtime.quarantine_max",
+        rt.quarantine_max,
+        rt.quarantine_base,
+        "quarantine_base",
+    );
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, plugin) in config.plugins.iter().enumerate() {
+        let key = format!("plugins[{i}]");
+        let name = plugin.name.as_str();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.add(
+                format!("{key}.name"),
+                "plugin names may use letters, digits, '-' and '_' only",
+            );
+        }
+        if let Some(first) = seen.insert(name, i) {
+            p.add(
+                format!("{key}.name"),
+                format!("duplicate plugin name \"{name}\" (also plugins[{first}])"),
+            );
+        }
+        let l = &plugin.limits;
+        p.positive(format!("{key}.limits.timeout"), l.timeout.is_zero());
+        if l.timeout.get() > std::time::Duration::from_secs(60) {
+            p.add(format!("{key}.limits.timeout"), "must be at most 60s");
+        }
+        if !(PLUGIN_MEMORY_MIN..=PLUGIN_MEMORY_MAX).contains(&l.memory.0) {
+            p.add(
+                format!("{key}.limits.memory"),
+                "must be between 1MiB and 1GiB",
+            );
+        }
+        if l.fuel.is_some() && !rt.fuel {
+            p.add(
+                format!("{key}.limits.fuel"),
+                "needs fuel metering: set plugin_runtime.fuel = true",
+            );
+        }
+        if l.fuel == Some(0) {
+            p.add(
+                format!("{key}.limits.fuel"),
+                "must be greater than 0 (leave it out for no limit)",
+            );
         }
     }
 }

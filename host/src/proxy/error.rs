@@ -39,21 +39,24 @@ pub enum ProxyError {
         addr: String,
         source: BoxError,
     },
-    #[error("the request did not complete within {0:?}")]
-    RequestTimeout(Duration),
+    #[error("reading the client's request body failed: {0}")]
+    ClientBody(BoxError),
+    #[error("the request did not complete within timeouts.request")]
+    RequestTimeout,
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyBackend { .. } | ProxyError::BreakerOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Connect { .. } | ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout(_) => {
+            ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
         }
@@ -73,15 +76,14 @@ impl ProxyError {
     fn public_message(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no route for this host and path",
+            ProxyError::ClientBody(_) => "the request body could not be read",
             ProxyError::HeadersTooLarge { .. } => "request headers too large",
             ProxyError::BodyTooLarge => "request body too large",
             ProxyError::NoHealthyBackend { .. } => "no healthy backend available",
             ProxyError::BreakerOpen { .. } => "backends at capacity",
             ProxyError::Connect { .. } => "backend unreachable",
             ProxyError::Backend { .. } => "backend failed",
-            ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout(_) => {
-                "backend timed out"
-            }
+            ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => "backend timed out",
         }
     }
 

@@ -4,22 +4,19 @@
 //! backends this request already tried. Every attempt feeds passive outlier
 //! detection, the backend's Peak-EWMA latency and the per-backend metrics.
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http::{Request, Response, Uri, header};
-use http_body_util::BodyExt;
-use http_body_util::LengthLimitError;
+use http::{Request, Response, header, request};
+use http_body_util::{BodyExt, LengthLimitError};
 use tower::Service;
 
-use super::body::{InFlight, TrackedBody};
-use super::client::BackendClient;
 use super::error::ProxyError;
 use super::headers::prepare_response;
 use super::state::Upstream;
+use super::upstream::{self, InFlight, UpstreamBody, UpstreamError};
 use super::{ConnInfo, ProxyBody};
 use crate::balance::{Eligibility, PickContext, hash_bytes};
 use crate::clock;
@@ -28,13 +25,18 @@ use crate::health::{Outcome, record_outcome};
 
 /// One try of a request against one backend.
 pub struct Attempt {
-    pub request: Request<ProxyBody>,
-    pub client: BackendClient,
+    /// The request head, shared by every attempt of one request.
+    pub head: Arc<request::Parts>,
+    /// The body, for requests that are never retried.
+    pub body: Option<ProxyBody>,
     pub upstream: Arc<Upstream>,
     pub conn: ConnInfo,
     /// Backends earlier attempts of this request failed on.
     pub tried: Vec<usize>,
+    /// `timeouts.backend_response`, for this attempt.
     pub timeout: Duration,
+    /// The whole exchange's deadline, which also bounds this attempt.
+    pub deadline: Instant,
     pub hash: Option<u64>,
 }
 
@@ -45,7 +47,7 @@ pub struct Forwarded {
 }
 
 /// The request's hash key for the `hash` strategy, if it has one.
-pub fn hash_of(upstream: &Upstream, req: &Request<ProxyBody>, conn: &ConnInfo) -> Option<u64> {
+pub fn hash_of<B>(upstream: &Upstream, req: &Request<B>, conn: &ConnInfo) -> Option<u64> {
     match upstream.hash_key.as_ref()? {
         HashKey::Header(name) => req.headers().get(name).map(|v| hash_bytes(v.as_bytes())),
         HashKey::Cookie(name) => req
@@ -119,8 +121,8 @@ fn retry_after(upstream: &Upstream, now_ms: u64) -> u64 {
     ejection.or(check).unwrap_or(1).clamp(1, 300)
 }
 
-fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = e.source();
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<LengthLimitError>() {
             return true;
@@ -143,77 +145,93 @@ impl Service<Attempt> for Forward {
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
-        Box::pin(async move {
-            let upstream = attempt.upstream.clone();
-            let idx = pick(&upstream, &attempt, clock::now_ns())?;
-            let backend = &upstream.backends[idx];
-            let guard = InFlight::start(&upstream, idx);
+        Box::pin(forward(attempt))
+    }
+}
 
-            let (mut parts, body) = attempt.request.into_parts();
-            let mut uri = Uri::builder()
-                .scheme("http")
-                .authority(backend.authority.clone());
-            if let Some(pq) = parts.uri.path_and_query() {
-                uri = uri.path_and_query(pq.clone());
-            }
-            parts.uri = uri.build().map_err(|e| ProxyError::Backend {
+async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
+    let upstream = attempt.upstream.clone();
+    let sent = Instant::now();
+    let idx = pick(&upstream, &attempt, clock::ns_of(sent))?;
+    let backend = &upstream.backends[idx];
+    let guard = InFlight::start(&upstream, idx);
+    // One timer per attempt: the attempt's own limit or the whole exchange's
+    // deadline, whichever comes first.
+    let attempt_deadline = sent + attempt.timeout;
+    let until = attempt_deadline.min(attempt.deadline);
+    let exchange = upstream::send(
+        &upstream.pools[idx],
+        &backend.authority,
+        upstream.connect_timeout,
+        &attempt.head,
+        attempt.body,
+    );
+    let result = tokio::time::timeout_at(until.into(), exchange).await;
+    let elapsed = sent.elapsed();
+    let addr = || backend.addr.to_string();
+    match result {
+        Ok(Ok((conn, head))) => {
+            backend
+                .state
+                .ewma
+                .observe(elapsed, clock::ns_of(sent + elapsed));
+            record_outcome(
+                &upstream,
+                idx,
+                Outcome::Response(head.parts.status.as_u16()),
+                elapsed,
+            );
+            let mut parts = head.parts;
+            prepare_response(&mut parts);
+            let body = UpstreamBody::new(
+                conn,
+                head.framing,
+                head.keep_alive,
+                upstream.pools[idx].clone(),
+                Some(guard),
+            );
+            Ok(Forwarded {
+                response: Response::from_parts(parts, body.boxed_unsync()),
                 backend: idx,
-                addr: backend.addr.to_string(),
+            })
+        }
+        Ok(Err(UpstreamError::RequestBody(e))) if is_length_limit(e.as_ref()) => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        Ok(Err(UpstreamError::RequestBody(e))) => Err(ProxyError::ClientBody(e)),
+        Ok(Err(UpstreamError::Connect(e))) => {
+            record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+            tracing::debug!(backend = %addr(), "connect failed: {e}");
+            Err(ProxyError::Connect {
+                backend: idx,
+                addr: addr(),
                 source: e.into(),
-            })?;
-
-            let sent = Instant::now();
-            let result = tokio::time::timeout(
-                attempt.timeout,
-                attempt.client.request(Request::from_parts(parts, body)),
-            )
-            .await;
-            let elapsed = sent.elapsed();
-            let addr = || backend.addr.to_string();
-            match result {
-                Ok(Ok(resp)) => {
-                    let status = resp.status().as_u16();
-                    backend.state.ewma.observe(elapsed, clock::now_ns());
-                    record_outcome(&upstream, idx, Outcome::Response(status), elapsed);
-                    let (mut parts, body) = resp.into_parts();
-                    prepare_response(&mut parts);
-                    let body = TrackedBody::new(body, guard)
-                        .map_err(Into::into)
-                        .boxed_unsync();
-                    Ok(Forwarded {
-                        response: Response::from_parts(parts, body),
-                        backend: idx,
-                    })
-                }
-                Ok(Err(e)) if body_too_large(&e) => Err(ProxyError::BodyTooLarge),
-                Ok(Err(e)) => {
-                    record_outcome(&upstream, idx, Outcome::Failed, elapsed);
-                    if e.is_connect() {
-                        tracing::debug!(backend = %addr(), "connect failed: {e:#}");
-                        Err(ProxyError::Connect {
-                            backend: idx,
-                            addr: addr(),
-                            source: e.into(),
-                        })
-                    } else {
-                        tracing::debug!(backend = %addr(), "request failed: {e:#}");
-                        Err(ProxyError::Backend {
-                            backend: idx,
-                            addr: addr(),
-                            source: e.into(),
-                        })
-                    }
-                }
-                Err(_) => {
-                    backend.state.ewma.observe(elapsed, clock::now_ns());
-                    record_outcome(&upstream, idx, Outcome::Failed, elapsed);
-                    Err(ProxyError::BackendTimeout {
-                        backend: idx,
-                        addr: addr(),
-                        timeout: attempt.timeout,
-                    })
-                }
+            })
+        }
+        Ok(Err(e)) => {
+            record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+            tracing::debug!(backend = %addr(), "request failed: {e}");
+            Err(ProxyError::Backend {
+                backend: idx,
+                addr: addr(),
+                source: e.into(),
+            })
+        }
+        Err(_) => {
+            backend
+                .state
+                .ewma
+                .observe(elapsed, clock::ns_of(sent + elapsed));
+            record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+            if until < attempt_deadline {
+                Err(ProxyError::RequestTimeout)
+            } else {
+                Err(ProxyError::BackendTimeout {
+                    backend: idx,
+                    addr: addr(),
+                    timeout: attempt.timeout,
+                })
             }
-        })
+        }
     }
 }

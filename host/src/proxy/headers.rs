@@ -29,26 +29,37 @@ fn via_value(version: Version) -> HeaderValue {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION).cloned() {
-        if let Ok(list) = connection.to_str() {
-            for name in list.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    headers.remove(name);
-                }
+    let hop = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TE
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    // Most messages carry none: one pass over the names instead of a hash
+    // lookup per hop-by-hop header.
+    if !headers.keys().any(hop) {
+        return;
+    }
+    if let Some(connection) = headers.get(header::CONNECTION).cloned()
+        && let Ok(list) = connection.to_str()
+    {
+        for name in list.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                headers.remove(name);
             }
         }
-        headers.remove(header::CONNECTION);
     }
     for name in [
+        &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+        headers.remove(name);
     }
 }
 
@@ -88,12 +99,14 @@ pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.entry(header::HOST).or_insert(host);
     }
-    let ip = conn.remote.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+        Some(prior) if !prior.trim().is_empty() => {
+            let ip = conn.client_ip.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+        }
+        _ => Some(conn.client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));

@@ -1,8 +1,7 @@
-//! The small phases of the request path: limits, route, deadline and
-//! forwarded headers. Each is a tower `Layer` with its own service.
+//! The small phases of the request path: limits, route and forwarded
+//! headers. Each is a tower `Layer` with its own service.
 
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{Response, header};
@@ -119,6 +118,7 @@ where
         let exchange = Exchange {
             request: http::Request::from_parts(parts, body),
             conn: a.conn,
+            deadline: a.received + a.state.timeouts.request.get(),
             state: a.state,
             route: route.clone(),
             received: a.received,
@@ -136,36 +136,6 @@ where
                 .duration
                 .record(a.received.elapsed().as_secs_f64());
             result
-        })
-    }
-}
-
-// ---- deadline: the whole exchange, retries included (504) ----
-
-layer!(DeadlineLayer, Deadline);
-
-impl<S> Service<Exchange> for Deadline<S>
-where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture<'static, Result<Response<ProxyBody>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, ex: Exchange) -> Self::Future {
-        let limit: Duration = ex.state.timeouts.request.get();
-        let remaining = limit.saturating_sub(ex.received.elapsed());
-        let fut = self.inner.call(ex);
-        Box::pin(async move {
-            match tokio::time::timeout(remaining, fut).await {
-                Ok(result) => result,
-                Err(_) => Err(ProxyError::RequestTimeout(limit)),
-            }
         })
     }
 }

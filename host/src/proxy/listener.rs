@@ -114,7 +114,7 @@ async fn accept_loop(
             version.clone_from(&current.version);
         }
         let _ = stream.set_nodelay(true);
-        let service = ProxyService::new(state.clone(), ConnInfo { remote, local });
+        let service = ProxyService::new(state.clone(), ConnInfo::new(remote, local));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

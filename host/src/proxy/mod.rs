@@ -5,15 +5,13 @@
 //! the assembly, top to bottom):
 //!
 //! ```text
-//! accept → limits → route → deadline → forwarded headers → retry → forward
+//! accept → limits → route → forwarded headers → retry → forward
 //! ```
 //!
 //! Phases above `route` see an [`Arrival`]; from `route` down they see an
 //! [`Exchange`], which adds the route. Both carry the config snapshot the
 //! request runs on and the client's address.
 
-mod body;
-mod client;
 mod error;
 mod forward;
 mod headers;
@@ -22,6 +20,7 @@ mod listener;
 mod retry;
 mod stack;
 mod state;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,12 +30,11 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 
-pub use client::{BackendClient, build_client};
 pub use error::ProxyError;
 pub use listener::{Listener, ListenerHandle};
 pub use retry::RetryBudget;
 pub use stack::{ProxyService, Stack, build_stack};
-pub use state::{ProxyState, Route, Upstream};
+pub use state::{Carried, ProxyState, Route, Upstream};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type of every request and response inside the proxy.
@@ -57,10 +55,25 @@ pub fn empty_body() -> ProxyBody {
 }
 
 /// Facts about the client connection a request arrived on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The client's IP as a header value, formatted once per connection for
+    /// `X-Forwarded-For`.
+    pub client_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+        let client_ip = http::HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        ConnInfo {
+            remote,
+            local,
+            client_ip,
+        }
+    }
 }
 
 /// A request as it arrives, before routing.
@@ -79,4 +92,7 @@ pub struct Exchange {
     pub state: Arc<ProxyState>,
     pub route: Arc<Route>,
     pub received: Instant,
+    /// When the whole exchange must have its response headers, retries
+    /// included (`timeouts.request`).
+    pub deadline: Instant,
 }

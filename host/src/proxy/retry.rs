@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use http::{Method, Request, Response, StatusCode};
+use std::sync::Arc;
+
+use http::{Method, Response, StatusCode};
 use http_body::Body;
 use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::util::rng::HasherRng;
@@ -18,7 +20,7 @@ use tower::{Layer, Service};
 
 use super::error::ProxyError;
 use super::forward::{Attempt, Forwarded, hash_of};
-use super::{Exchange, ProxyBody, empty_body};
+use super::{Exchange, ProxyBody};
 use crate::clock;
 
 const SLOTS: usize = 10;
@@ -62,11 +64,9 @@ impl RetryBudget {
         slot
     }
 
-    /// Counts a request towards the budget.
-    pub fn deposit(&self) {
-        self.slot(clock::now_ms() / 1000)
-            .requests
-            .fetch_add(1, Relaxed);
+    /// Counts a request, received at clock time `now_ms`, towards the budget.
+    pub fn deposit(&self, now_ms: u64) {
+        self.slot(now_ms / 1000).requests.fetch_add(1, Relaxed);
     }
 
     /// Takes one retry from the budget if there is room.
@@ -129,32 +129,37 @@ where
 
     fn call(&mut self, ex: Exchange) -> Self::Future {
         let upstream = ex.route.upstream.clone();
-        upstream.budget.deposit();
+        upstream
+            .budget
+            .deposit(clock::ns_of(ex.received) / 1_000_000);
         let policy = &upstream.retry;
         let timeout = ex.state.timeouts.backend_response.get();
         let hash = hash_of(&upstream, &ex.request, &ex.conn);
+        let bodiless = ex.request.body().is_end_stream();
         let retryable = policy.attempts > 1
-            && ex.request.body().is_end_stream()
+            && bodiless
             && (policy.retry_non_idempotent || is_idempotent(ex.request.method()));
         let mut inner = self.inner.clone();
-        let conn = ex.conn;
-        let client = ex.state.client.clone();
+        let (conn, deadline) = (ex.conn, ex.deadline);
+        let (parts, body) = ex.request.into_parts();
+        let head = Arc::new(parts);
+        let attempt = move |upstream, body, tried| Attempt {
+            head: head.clone(),
+            body,
+            upstream,
+            conn: conn.clone(),
+            tried,
+            timeout,
+            deadline,
+            hash,
+        };
 
         if !retryable {
-            let attempt = Attempt {
-                request: ex.request,
-                client,
-                upstream,
-                conn,
-                tried: Vec::new(),
-                timeout,
-                hash,
-            };
-            let fut = inner.call(attempt);
+            let body = (!bodiless).then_some(body);
+            let fut = inner.call(attempt(upstream, body, Vec::new()));
             return Box::pin(async move { fut.await.map(|f| f.response) });
         }
 
-        let (parts, _) = ex.request.into_parts();
         Box::pin(async move {
             let attempts = upstream.retry.attempts;
             let mut backoff = ExponentialBackoffMaker::new(
@@ -168,32 +173,23 @@ where
             let mut tried: Vec<usize> = Vec::new();
             let mut last: Option<Result<Forwarded, ProxyError>> = None;
             for n in 1..=attempts {
-                let mut request = Request::new(empty_body());
-                *request.method_mut() = parts.method.clone();
-                *request.uri_mut() = parts.uri.clone();
-                *request.version_mut() = parts.version;
-                *request.headers_mut() = parts.headers.clone();
-                let attempt = Attempt {
-                    request,
-                    client: client.clone(),
-                    upstream: upstream.clone(),
-                    conn,
-                    tried: tried.clone(),
-                    timeout,
-                    hash,
-                };
-                let result = inner.call(attempt).await;
+                let result = inner
+                    .call(attempt(upstream.clone(), None, tried.clone()))
+                    .await;
                 let failed_on = match &result {
                     Ok(f) if retryable_status(f.response.status()) => Some(f.backend),
-                    Ok(_) => None,
+                    Ok(_) | Err(ProxyError::RequestTimeout) => None,
                     Err(e) => e.backend(),
                 };
-                // No backend left to try: the previous failure is the answer.
-                if n > 1 && failed_on.is_none() && result.is_err() {
-                    break;
-                }
                 let Some(backend) = failed_on else {
-                    return result.map(|f| f.response);
+                    // Done: a success, the deadline, or no backend left to
+                    // try, in which case the previous failure is the answer.
+                    let nothing_left = n > 1
+                        && matches!(&result, Err(e) if e.backend().is_none() && !matches!(e, ProxyError::RequestTimeout));
+                    return match (nothing_left, last) {
+                        (true, Some(previous)) => previous.map(|f| f.response),
+                        _ => result.map(|f| f.response),
+                    };
                 };
                 last = Some(result);
                 if n == attempts {
@@ -205,8 +201,12 @@ where
                 }
                 upstream.metrics.retries.increment(1);
                 tried.push(backend);
-                if let Some(b) = backoff.as_mut() {
-                    b.next_backoff().await;
+                if let Some(b) = backoff.as_mut()
+                    && tokio::time::timeout_at(deadline.into(), b.next_backoff())
+                        .await
+                        .is_err()
+                {
+                    break;
                 }
             }
             match last {
@@ -228,7 +228,7 @@ mod tests {
     fn budget_caps_retries_at_percent_plus_floor() {
         let b = RetryBudget::new(20.0, 0);
         for _ in 0..100 {
-            b.deposit();
+            b.deposit(clock::now_ms());
         }
         let granted = (0..100).filter(|_| b.withdraw()).count();
         assert_eq!(granted, 20);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -14,20 +14,18 @@ use tower::{Service, ServiceBuilder};
 
 use super::forward::Forward;
 use super::layers::{
-    Deadline, DeadlineLayer, ForwardedHeaders, ForwardedHeadersLayer, Limits, LimitsLayer,
-    RouteLayer, RoutePhase,
+    ForwardedHeaders, ForwardedHeadersLayer, Limits, LimitsLayer, RouteLayer, RoutePhase,
 };
 use super::retry::{Retry, RetryLayer};
-use super::{Arrival, ConnInfo, ProxyBody, ProxyState, empty_body};
+use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
 
 /// The phases a request passes through.
-pub type Stack = Limits<RoutePhase<Deadline<ForwardedHeaders<Retry<Forward>>>>>;
+pub type Stack = Limits<RoutePhase<ForwardedHeaders<Retry<Forward>>>>;
 
 pub fn build_stack() -> Stack {
     ServiceBuilder::new()
         .layer(LimitsLayer) //            431, 413
         .layer(RouteLayer) //             host + path prefix → upstream, 404
-        .layer(DeadlineLayer) //          whole-request timeout, 504
         .layer(ForwardedHeadersLayer) //  hop-by-hop, X-Forwarded-*, Via
         .layer(RetryLayer) //             budgeted retries to other backends
         .service(Forward) //              pick, breaker, send, outlier detection
@@ -52,10 +50,23 @@ impl ProxyService {
     }
 }
 
+/// Turns the outcome of the phases into the client's response.
+fn respond(
+    result: Result<Response<ProxyBody>, ProxyError>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(result.unwrap_or_else(|e| {
+        tracing::debug!("{e}");
+        e.into_response()
+    }))
+}
+
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+    type Future = futures_util::future::Map<
+        <Stack as Service<Arrival>>::Future,
+        fn(Result<Response<ProxyBody>, ProxyError>) -> Result<Response<ProxyBody>, Infallible>,
+    >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let received = Instant::now();
@@ -66,19 +77,10 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         };
         let arrival = Arrival {
             request,
-            conn: self.conn,
+            conn: self.conn.clone(),
             state: self.state.load_full(),
             received,
         };
-        let fut = self.stack.clone().call(arrival);
-        Box::pin(async move {
-            Ok(match fut.await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    tracing::debug!("{e}");
-                    e.into_response()
-                }
-            })
-        })
+        self.stack.clone().call(arrival).map(respond)
     }
 }

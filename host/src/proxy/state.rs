@@ -15,8 +15,8 @@ use crate::config::{
 };
 use crate::telemetry::{BackendMetrics, RouteMetrics, UpstreamMetrics};
 
-use super::client::{BackendClient, build_client};
 use super::retry::RetryBudget;
+use super::upstream::{ConnPool, Pools};
 
 #[derive(Debug)]
 pub struct ProxyState {
@@ -27,9 +27,6 @@ pub struct ProxyState {
     /// Most specific first; the first match wins.
     routes: Box<[Arc<Route>]>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
-    /// The pooled client to backends; carried over between states while the
-    /// connect timeout stays the same, so pools survive reloads.
-    pub client: BackendClient,
     /// Metrics for requests no route matched.
     pub unrouted: RouteMetrics,
 }
@@ -104,29 +101,30 @@ pub struct Upstream {
     pub in_flight: Arc<AtomicU32>,
     pub metrics: UpstreamMetrics,
     pub section: UpstreamSection,
+    /// Idle connections of each backend, in `backends` order.
+    pub pools: Box<[Arc<ConnPool>]>,
+    pub connect_timeout: std::time::Duration,
+}
+
+/// What each new state inherits from the ones before: learned backend state
+/// and warm connection pools, both keyed by backend, so a reload keeps them
+/// for backends that stay.
+#[derive(Default)]
+pub struct Carried {
+    pub backends: StateRegistry,
+    pub pools: Pools,
 }
 
 impl ProxyState {
-    /// Builds the state for a validated config. Learned backend state comes
-    /// from `registry`, so backends that stay keep it.
-    pub fn build(
-        config: &Config,
-        version: &str,
-        registry: &StateRegistry,
-        previous: Option<&ProxyState>,
-    ) -> Self {
-        let connect = config.timeouts.connect.get();
-        let client = match previous {
-            Some(p) if p.timeouts.connect.get() == connect => p.client.clone(),
-            _ => build_client(connect),
-        };
+    /// Builds the state for a validated config.
+    pub fn build(config: &Config, version: &str, carried: &Carried) -> Self {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, section)| {
                 (
                     name.clone(),
-                    Arc::new(Upstream::build(name, section, registry)),
+                    Arc::new(Upstream::build(name, section, config, carried)),
                 )
             })
             .collect();
@@ -157,7 +155,6 @@ impl ProxyState {
             limits: config.limits.clone(),
             routes: routes.into_boxed_slice(),
             upstreams,
-            client,
             unrouted: RouteMetrics::new("none", "none"),
         }
     }
@@ -173,7 +170,7 @@ impl ProxyState {
 }
 
 impl Upstream {
-    fn build(name: &str, section: &UpstreamSection, registry: &StateRegistry) -> Self {
+    fn build(name: &str, section: &UpstreamSection, config: &Config, carried: &Carried) -> Self {
         let backends: Box<[Backend]> = section
             .backends
             .iter()
@@ -182,7 +179,7 @@ impl Upstream {
                 addr: b.address.clone(),
                 weight: b.weight,
                 max_in_flight: section.breaker.max_in_flight,
-                state: registry.state(name, &b.address),
+                state: carried.backends.state(name, &b.address),
                 metrics: BackendMetrics::new(name, b.address.as_str()),
             })
             .collect();
@@ -202,6 +199,12 @@ impl Upstream {
             in_flight: Arc::new(AtomicU32::new(0)),
             metrics: UpstreamMetrics::new(name),
             section: section.clone(),
+            pools: section
+                .backends
+                .iter()
+                .map(|b| carried.pools.pool(b.address.as_str()))
+                .collect(),
+            connect_timeout: config.timeouts.connect.get(),
             backends,
             balancer,
         }

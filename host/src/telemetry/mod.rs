@@ -7,8 +7,10 @@
 //! state (in-flight, health, ejection) are set when `/metrics` is scraped.
 
 mod prometheus;
+mod snapshot;
 
 pub use prometheus::{PrometheusExport, install};
+pub use snapshot::{BackendStats, Snapshot, WindowStats};
 
 use metrics::{Counter, Histogram};
 

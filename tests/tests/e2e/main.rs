@@ -8,4 +8,6 @@ mod cli;
 mod health;
 mod lifecycle;
 mod limits;
+mod plugins;
+mod plugins_live;
 mod retry;

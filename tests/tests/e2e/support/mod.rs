@@ -11,6 +11,7 @@ pub use client::{Http, get, request};
 pub use proxy::Proxy;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
@@ -55,4 +56,28 @@ pub fn backends_toml(backends: &[&TestBackend], weights: &[u32]) -> String {
         })
         .collect();
     format!("backends = [{}]", items.join(", "))
+}
+
+/// A plugin built from `plugins/` (e.g. `thresholds`, `test_trap`).
+pub fn wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/target/wasm32-wasip2/release"
+    ))
+    .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first with \
+         `cargo build --release --manifest-path plugins/Cargo.toml --target wasm32-wasip2`",
+        path.display()
+    );
+    path
+}
+
+/// Replaces `dest` with a copy of `src` atomically (write aside, rename), as
+/// a deploy tool would.
+pub fn replace_file(src: &std::path::Path, dest: &std::path::Path) {
+    let tmp = dest.with_extension("incoming");
+    std::fs::copy(src, &tmp).expect("copy plugin");
+    std::fs::rename(&tmp, dest).expect("rename plugin into place");
 }

@@ -1,0 +1,668 @@
+//! One configured plugin: its current version behind an `ArcSwap`, the live
+//! instance that serves calls, limits on every call, failure accounting,
+//! quarantine with backoff, and hot swap.
+//!
+//! A call loads the current version once and finishes on it, so a swap never
+//! disturbs a call in flight. A call that traps, times out or exhausts memory
+//! or fuel discards the instance (a fresh one is made for the next call) and
+//! counts as a failure; after `quarantine_after` failures in a row the plugin
+//! is quarantined for an exponentially growing time, during which calls fail
+//! at once without running plugin code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use metrics::{Counter, Gauge, Histogram};
+use serde::Serialize;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::cache::CacheOutcome;
+use super::engine::PluginEngine;
+use super::host_state::HostState;
+use crate::clock;
+use crate::config::{PluginKind, PluginLimits, PluginRuntimeSection, PluginSection};
+
+/// What differs between the three kinds of plugin.
+pub trait Kind: Sized + Send + Sync + 'static {
+    const KIND: PluginKind;
+    type Pre: Send + Sync;
+    type Bindings: Send;
+    fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings>;
+    /// Runs the plugin's `init` (and any self-check). `Ok(Err(reason))`
+    /// means the plugin refused its config.
+    fn init(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        args: &InitArgs<'_>,
+    ) -> wasmtime::Result<Result<(), String>>;
+    /// State to hand to the next version on a swap, if the kind has any.
+    fn handoff(
+        _bindings: &Self::Bindings,
+        _store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+}
+
+pub struct InitArgs<'a> {
+    pub config: &'a str,
+    pub seed: u64,
+    pub handoff: Option<Vec<u8>>,
+}
+
+/// Why a call did not produce a usable result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureCause {
+    Trap,
+    Timeout,
+    Memory,
+    Fuel,
+    /// The result broke the host's bounds (too many items, too large).
+    Output,
+    /// `init` refused the config or failed while making a fresh instance.
+    Init,
+    Quarantined,
+}
+
+impl FailureCause {
+    pub const ALL: [FailureCause; 7] = [
+        FailureCause::Trap,
+        FailureCause::Timeout,
+        FailureCause::Memory,
+        FailureCause::Fuel,
+        FailureCause::Output,
+        FailureCause::Init,
+        FailureCause::Quarantined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Trap => "trap",
+            FailureCause::Timeout => "timeout",
+            FailureCause::Memory => "memory",
+            FailureCause::Fuel => "fuel",
+            FailureCause::Output => "output",
+            FailureCause::Init => "init",
+            FailureCause::Quarantined => "quarantined",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginFailure {
+    pub plugin: Arc<str>,
+    pub cause: FailureCause,
+    pub message: String,
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plugin {} failed ({}): {}",
+            self.plugin,
+            self.cause.as_str(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for PluginFailure {}
+
+struct Live<K: Kind> {
+    store: Store<HostState>,
+    bindings: K::Bindings,
+}
+
+/// One loaded version of a plugin's file.
+pub struct Version<K: Kind> {
+    pub content_hash: String,
+    pub loaded_at: SystemTime,
+    pub cache: CacheOutcome,
+    pre: K::Pre,
+    live: Mutex<Option<Live<K>>>,
+}
+
+struct PluginMetrics {
+    calls: Counter,
+    failures: BTreeMap<FailureCause, Counter>,
+    duration: Histogram,
+    swaps: Counter,
+    swap_failures: Counter,
+    quarantined: Gauge,
+}
+
+impl PluginMetrics {
+    fn new(name: &str, kind: PluginKind) -> Self {
+        let labels = [
+            ("plugin", name.to_string()),
+            ("kind", kind.as_str().to_string()),
+        ];
+        PluginMetrics {
+            calls: metrics::counter!("switchyard_plugin_calls_total", &labels),
+            failures: FailureCause::ALL
+                .into_iter()
+                .map(|cause| {
+                    let mut l = labels.to_vec();
+                    l.push(("cause", cause.as_str().to_string()));
+                    (
+                        cause,
+                        metrics::counter!("switchyard_plugin_failures_total", &l),
+                    )
+                })
+                .collect(),
+            duration: metrics::histogram!("switchyard_plugin_call_duration_seconds", &labels),
+            swaps: metrics::counter!("switchyard_plugin_swaps_total", &labels),
+            swap_failures: metrics::counter!("switchyard_plugin_swap_failures_total", &labels),
+            quarantined: metrics::gauge!("switchyard_plugin_quarantined", &labels),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    failures: Mutex<BTreeMap<FailureCause, u64>>,
+    last_error: Mutex<Option<String>>,
+    swaps: AtomicU64,
+    swap_failures: AtomicU64,
+    consecutive_failures: AtomicU32,
+    quarantines: AtomicU32,
+    quarantined_until_ms: AtomicU64,
+}
+
+/// A configured plugin of kind `K`.
+pub struct Plugin<K: Kind> {
+    pub name: Arc<str>,
+    pub section: PluginSection,
+    /// The file, resolved against the config's directory.
+    pub path: PathBuf,
+    config: String,
+    runtime: PluginRuntimeSection,
+    engine: Arc<PluginEngine>,
+    current: ArcSwap<Version<K>>,
+    stats: Stats,
+    metrics: PluginMetrics,
+    seed: AtomicU64,
+    swap_lock: Mutex<()>,
+}
+
+/// What `GET /admin/plugins` shows.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct PluginView {
+    pub name: String,
+    pub kind: String,
+    pub path: String,
+    pub content_hash: String,
+    pub loaded_at: String,
+    pub compiled_from_cache: bool,
+    pub calls: u64,
+    pub failures: u64,
+    pub failures_by_cause: BTreeMap<String, u64>,
+    pub last_error: Option<String>,
+    pub swaps: u64,
+    pub swap_failures: u64,
+    pub consecutive_failures: u32,
+    pub quarantined: bool,
+    pub quarantined_for_ms: u64,
+}
+
+/// Result of a reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    Swapped { from: String, to: String },
+    Unchanged,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Keeps a message to one readable line of bounded length.
+fn short(message: String) -> String {
+    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 500 {
+        one_line.chars().take(500).collect::<String>() + "…"
+    } else {
+        one_line
+    }
+}
+
+impl<K: Kind> Plugin<K> {
+    /// Loads the plugin `section` describes: compile (or take the cached
+    /// compilation), check the contract, instantiate, and run `init`.
+    pub fn load(
+        section: &PluginSection,
+        base_dir: &Path,
+        runtime: &PluginRuntimeSection,
+        engine: Arc<PluginEngine>,
+    ) -> Result<Self, String> {
+        let path = base_dir.join(&section.path);
+        let name: Arc<str> = Arc::from(section.name.as_str());
+        let config = section.config_string();
+        let bytes = read_file(&path)?;
+        let version = Self::build_version(
+            &engine,
+            &name,
+            &bytes,
+            &section.limits,
+            &InitArgs {
+                config: &config,
+                seed: 0,
+                handoff: None,
+            },
+        )?;
+        Ok(Plugin {
+            metrics: PluginMetrics::new(&name, K::KIND),
+            name,
+            section: section.clone(),
+            path,
+            config,
+            runtime: runtime.clone(),
+            engine,
+            current: ArcSwap::from_pointee(version),
+            stats: Stats::default(),
+            seed: AtomicU64::new(0),
+            swap_lock: Mutex::new(()),
+        })
+    }
+
+    fn new_store(
+        engine: &PluginEngine,
+        name: &Arc<str>,
+        limits: &PluginLimits,
+    ) -> Store<HostState> {
+        let mut store = Store::new(
+            engine.engine(),
+            HostState::new(name.clone(), limits.memory.0 as usize),
+        );
+        store.limiter(|s| &mut s.memory);
+        store
+    }
+
+    fn arm(store: &mut Store<HostState>, limits: &PluginLimits) {
+        store.set_epoch_deadline(PluginEngine::deadline_ticks(limits.timeout.get()));
+        // Fails only when the engine does not meter fuel; then there is no
+        // fuel limit to set (validation requires metering for `limits.fuel`).
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        store.data_mut().memory.refused = false;
+    }
+
+    /// Instantiates a version and runs `init` on it.
+    fn start_live(
+        engine: &PluginEngine,
+        name: &Arc<str>,
+        pre: &K::Pre,
+        limits: &PluginLimits,
+        args: &InitArgs<'_>,
+    ) -> Result<Live<K>, (FailureCause, String)> {
+        let mut store = Self::new_store(engine, name, limits);
+        Self::arm(&mut store, limits);
+        let bindings = K::instantiate(pre, &mut store).map_err(|e| {
+            let (cause, what) = explain(&e, &store, limits);
+            (cause, format!("instantiation failed: {what}"))
+        })?;
+        match K::init(&bindings, &mut store, args) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(reason)) => Err((
+                FailureCause::Init,
+                short(format!("init refused its config: {reason}")),
+            )),
+            Err(e) => {
+                let (cause, what) = explain(&e, &store, limits);
+                Err((cause, format!("init failed: {what}")))
+            }
+        }
+    }
+
+    fn build_version(
+        engine: &Arc<PluginEngine>,
+        name: &Arc<str>,
+        bytes: &[u8],
+        limits: &PluginLimits,
+        args: &InitArgs<'_>,
+    ) -> Result<Version<K>, String> {
+        let compiled = engine.compile(bytes, K::KIND)?;
+        let pre = K::prepare(compiled.pre)
+            .map_err(|e| short(format!("does not match the {} world: {e:#}", K::KIND)))?;
+        let live = Self::start_live(engine, name, &pre, limits, args).map_err(|(_, m)| m)?;
+        Ok(Version {
+            content_hash: compiled.content_hash,
+            loaded_at: SystemTime::now(),
+            cache: compiled.cache,
+            pre,
+            live: Mutex::new(Some(live)),
+        })
+    }
+
+    pub fn kind(&self) -> PluginKind {
+        K::KIND
+    }
+
+    pub fn current(&self) -> Arc<Version<K>> {
+        self.current.load_full()
+    }
+
+    /// Seed handed to `init` of fresh generator instances.
+    pub fn set_seed(&self, seed: u64) {
+        self.seed.store(seed, Relaxed);
+    }
+
+    /// Runs `f` against the live instance with the plugin's deadline, memory
+    /// cap and fuel; `check` validates the result. Failures are counted and
+    /// feed the quarantine.
+    pub fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
+        check: impl FnOnce(&R) -> Result<(), String>,
+    ) -> Result<R, PluginFailure> {
+        self.stats.calls.fetch_add(1, Relaxed);
+        self.metrics.calls.increment(1);
+        let now = clock::now_ms();
+        let until = self.stats.quarantined_until_ms.load(Relaxed);
+        if until > now {
+            return Err(self.failed(
+                FailureCause::Quarantined,
+                format!(
+                    "quarantined for {} ms more after repeated failures",
+                    until - now
+                ),
+                false,
+            ));
+        }
+        let version = self.current.load_full();
+        let mut slot = version.live.lock().unwrap_or_else(|e| e.into_inner());
+        let limits = &self.section.limits;
+        if slot.is_none() {
+            let args = InitArgs {
+                config: &self.config,
+                seed: self.seed.load(Relaxed),
+                handoff: None,
+            };
+            match Self::start_live(&self.engine, &self.name, &version.pre, limits, &args) {
+                Ok(live) => *slot = Some(live),
+                Err((cause, message)) => {
+                    let cause = if cause == FailureCause::Trap {
+                        FailureCause::Init
+                    } else {
+                        cause
+                    };
+                    return Err(self.failed(cause, message, true));
+                }
+            }
+        }
+        let Some(live) = slot.as_mut() else {
+            return Err(self.failed(FailureCause::Init, "no instance".into(), true));
+        };
+        Self::arm(&mut live.store, limits);
+        let started = Instant::now();
+        let result = f(&mut live.store, &live.bindings);
+        self.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(value) => match check(&value) {
+                Ok(()) => {
+                    self.succeeded();
+                    Ok(value)
+                }
+                Err(why) => Err(self.failed(FailureCause::Output, why, true)),
+            },
+            Err(e) => {
+                let (cause, what) = explain(&e, &live.store, limits);
+                // A trapped instance may be in any state: never reuse it.
+                *slot = None;
+                Err(self.failed(cause, what, true))
+            }
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.stats.consecutive_failures.swap(0, Relaxed) != 0 {
+            self.stats.quarantines.store(0, Relaxed);
+            self.metrics.quarantined.set(0.0);
+        }
+    }
+
+    fn failed(
+        &self,
+        cause: FailureCause,
+        message: String,
+        counts_towards_quarantine: bool,
+    ) -> PluginFailure {
+        *self
+            .stats
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cause)
+            .or_default() += 1;
+        if let Some(c) = self.metrics.failures.get(&cause) {
+            c.increment(1);
+        }
+        if counts_towards_quarantine {
+            *self
+                .stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{}: {message}", cause.as_str()));
+            tracing::warn!(plugin = %self.name, kind = %K::KIND, cause = cause.as_str(), "plugin call failed: {message}");
+            let consecutive = self.stats.consecutive_failures.fetch_add(1, Relaxed) + 1;
+            if consecutive >= self.runtime.quarantine_after {
+                let n = self.stats.quarantines.fetch_add(1, Relaxed);
+                let backoff = self
+                    .runtime
+                    .quarantine_base
+                    .get()
+                    .saturating_mul(1u32 << n.min(16))
+                    .min(self.runtime.quarantine_max.get());
+                self.stats
+                    .quarantined_until_ms
+                    .store(clock::now_ms() + backoff.as_millis() as u64, Relaxed);
+                self.stats.consecutive_failures.store(0, Relaxed);
+                self.metrics.quarantined.set(1.0);
+                tracing::warn!(
+                    plugin = %self.name,
+                    "quarantined for {} after {consecutive} failures in a row",
+                    humantime::format_duration(backoff)
+                );
+            }
+        }
+        PluginFailure {
+            plugin: self.name.clone(),
+            cause,
+            message,
+        }
+    }
+
+    /// Re-reads the file and swaps in the new version if it changed (or
+    /// always, with `force`). The old version keeps serving if anything fails.
+    pub fn reload(&self, force: bool) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.try_reload(force);
+        match &result {
+            Ok(Reloaded::Swapped { from, to }) => {
+                self.stats.swaps.fetch_add(1, Relaxed);
+                self.metrics.swaps.increment(1);
+                self.stats.quarantined_until_ms.store(0, Relaxed);
+                self.stats.consecutive_failures.store(0, Relaxed);
+                self.stats.quarantines.store(0, Relaxed);
+                self.metrics.quarantined.set(0.0);
+                tracing::info!(plugin = %self.name, "swapped in version {} (was {})", &to[..12], &from[..12]);
+            }
+            Ok(Reloaded::Unchanged) => {}
+            Err(e) => {
+                self.stats.swap_failures.fetch_add(1, Relaxed);
+                self.metrics.swap_failures.increment(1);
+                *self
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(format!("reload: {e}"));
+                tracing::error!(plugin = %self.name, "reload failed, the previous version keeps serving: {e}");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self, force: bool) -> Result<Reloaded, String> {
+        let bytes = read_file(&self.path)?;
+        let old = self.current.load_full();
+        let hash = super::cache::content_hash(&bytes);
+        if !force && hash == old.content_hash {
+            return Ok(Reloaded::Unchanged);
+        }
+        let handoff = {
+            let mut slot = old.live.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_mut() {
+                Some(live) => {
+                    Self::arm(&mut live.store, &self.section.limits);
+                    K::handoff(&live.bindings, &mut live.store).unwrap_or_else(|e| {
+                        tracing::warn!(plugin = %self.name, "old version could not hand over its state: {e:#}");
+                        None
+                    })
+                }
+                None => None,
+            }
+        };
+        let args = InitArgs {
+            config: &self.config,
+            seed: self.seed.load(Relaxed),
+            handoff,
+        };
+        let version = Self::build_version(
+            &self.engine,
+            &self.name,
+            &bytes,
+            &self.section.limits,
+            &args,
+        )?;
+        let to = version.content_hash.clone();
+        self.current.store(Arc::new(version));
+        Ok(Reloaded::Swapped {
+            from: old.content_hash.clone(),
+            to,
+        })
+    }
+
+    /// Instantiates the current version in a fresh store and drops it: the
+    /// cost of a cold start (pooling allocator included), without `init`.
+    pub fn instantiate_check(&self) -> Result<(), String> {
+        let version = self.current.load();
+        let mut store = Self::new_store(&self.engine, &self.name, &self.section.limits);
+        Self::arm(&mut store, &self.section.limits);
+        K::instantiate(&version.pre, &mut store)
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Largest linear memory the live instance has reached.
+    pub fn peak_memory_bytes(&self) -> usize {
+        let version = self.current.load();
+        let slot = version.live.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .map_or(0, |live| live.store.data().memory.peak_bytes)
+    }
+
+    pub fn view(&self) -> PluginView {
+        let v = self.current.load();
+        let failures = self
+            .stats
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let now = clock::now_ms();
+        let until = self.stats.quarantined_until_ms.load(Relaxed);
+        PluginView {
+            name: self.name.to_string(),
+            kind: K::KIND.as_str().into(),
+            path: self.path.display().to_string(),
+            content_hash: v.content_hash.clone(),
+            loaded_at: humantime::format_rfc3339_seconds(v.loaded_at).to_string(),
+            compiled_from_cache: v.cache == CacheOutcome::Hit,
+            calls: self.stats.calls.load(Relaxed),
+            failures: failures.values().sum(),
+            failures_by_cause: failures
+                .iter()
+                .map(|(c, n)| (c.as_str().to_string(), *n))
+                .collect(),
+            last_error: self
+                .stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            swaps: self.stats.swaps.load(Relaxed),
+            swap_failures: self.stats.swap_failures.load(Relaxed),
+            consecutive_failures: self.stats.consecutive_failures.load(Relaxed),
+            quarantined: until > now,
+            quarantined_for_ms: until.saturating_sub(now),
+        }
+    }
+
+    /// Whether this plugin was loaded from the same file content and settings
+    /// as `section` asks for (a reload can keep it as is).
+    pub fn same_as(&self, section: &PluginSection, base_dir: &Path) -> bool {
+        self.section == *section
+            && self.path == base_dir.join(&section.path)
+            && read_file(&self.path)
+                .is_ok_and(|b| super::cache::content_hash(&b) == self.current.load().content_hash)
+    }
+}
+
+/// Sorts a wasmtime error into a failure cause and says what happened, with
+/// the last thing the plugin wrote to stderr (a panic message, typically).
+fn explain(
+    e: &wasmtime::Error,
+    store: &Store<HostState>,
+    limits: &PluginLimits,
+) -> (FailureCause, String) {
+    let trap = e.downcast_ref::<wasmtime::Trap>();
+    let (cause, what) = match trap {
+        Some(wasmtime::Trap::Interrupt) => (
+            FailureCause::Timeout,
+            format!("did not return within {} (limits.timeout)", limits.timeout),
+        ),
+        Some(wasmtime::Trap::OutOfFuel) => (
+            FailureCause::Fuel,
+            "ran out of fuel (limits.fuel)".to_string(),
+        ),
+        _ if store.data().memory.refused => (
+            FailureCause::Memory,
+            format!(
+                "ran out of memory: growth past {} refused (limits.memory)",
+                limits.memory
+            ),
+        ),
+        Some(t) => (FailureCause::Trap, format!("trapped: {t}")),
+        None => (FailureCause::Trap, short(format!("{e:#}"))),
+    };
+    let said = store.data().stderr.text();
+    let what = if said.is_empty() {
+        what
+    } else {
+        format!("{what}; plugin stderr: {said}")
+    };
+    (cause, short(what))
+}
+
+/// Bounds on what a plugin may return, so a hostile one cannot flood the host.
+pub fn at_most(what: &str, n: usize, max: usize) -> Result<(), String> {
+    if n > max {
+        Err(format!("returned {n} {what}; at most {max} are accepted"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! The connection to backends: a lean HTTP/1.1 client that runs inside the
+//! request's own task.
+//!
+//! A request future takes a pooled connection (or opens one), writes the
+//! request head encoded straight from the borrowed request parts, reads the
+//! response head, and hands the connection to the response body, which
+//! returns it to the pool after the last byte. No connection task, no
+//! channel, no copy of the headers per attempt; retries re-encode the same
+//! parts. Pools are per backend address and outlive config reloads.
+
+mod body;
+mod codec;
+mod pool;
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::request;
+use http::uri::Authority;
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use body::{InFlight, UpstreamBody};
+pub use codec::{Framing, ResponseHead};
+pub use pool::{ConnPool, Pools};
+
+use super::{BoxError, ProxyBody};
+use codec::{RequestFraming, encode_request_head, parse_response_head};
+
+/// An open connection to a backend.
+pub struct UpstreamConn {
+    stream: TcpStream,
+    /// Bytes read but not consumed yet.
+    buf: bytes::BytesMut,
+    /// Encoding space for request heads, kept across requests.
+    out: Vec<u8>,
+    /// Whether this connection served a request before.
+    reused: bool,
+}
+
+/// Why an exchange with a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("connection failed before the response: {source}")]
+    Io {
+        /// On a reused connection with nothing received: the backend closed
+        /// an idle keep-alive connection as we used it.
+        stale: bool,
+        source: io::Error,
+    },
+    #[error("invalid response: {0}")]
+    Parse(#[from] codec::ParseError),
+    #[error("reading the client's request body failed: {0}")]
+    RequestBody(BoxError),
+}
+
+impl UpstreamError {
+    fn is_stale(&self) -> bool {
+        matches!(self, UpstreamError::Io { stale: true, .. })
+    }
+}
+
+/// Opens a connection to `authority` within `timeout`.
+pub async fn connect(
+    authority: &Authority,
+    timeout: Duration,
+) -> Result<UpstreamConn, UpstreamError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Err(_) => {
+            return Err(UpstreamError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {}",
+                    humantime::format_duration(timeout)
+                ),
+            )));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(UpstreamConn {
+        stream,
+        buf: bytes::BytesMut::with_capacity(8 * 1024),
+        out: Vec::with_capacity(1024),
+        reused: false,
+    })
+}
+
+/// Sends a request on `conn` and reads the response head.
+pub async fn exchange(
+    conn: &mut UpstreamConn,
+    head: &request::Parts,
+    body: Option<ProxyBody>,
+) -> Result<ResponseHead, UpstreamError> {
+    let stale_on = |conn: &UpstreamConn, received: bool| conn.reused && !received;
+    let framing = match &body {
+        Some(_) if !head.headers.contains_key(http::header::CONTENT_LENGTH) => {
+            RequestFraming::Chunked
+        }
+        _ => RequestFraming::AsDeclared,
+    };
+    conn.out.clear();
+    encode_request_head(head, framing, &mut conn.out);
+    if let Err(source) = conn.stream.write_all(&conn.out).await {
+        return Err(UpstreamError::Io {
+            stale: stale_on(conn, false),
+            source,
+        });
+    }
+    if let Some(body) = body {
+        send_body(conn, body, framing).await?;
+    }
+    loop {
+        if let Some(response) = parse_response_head(&mut conn.buf, &head.method)? {
+            return Ok(response);
+        }
+        let received = !conn.buf.is_empty();
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) => {
+                let source = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the backend closed the connection",
+                );
+                return Err(UpstreamError::Io {
+                    stale: stale_on(conn, received),
+                    source,
+                });
+            }
+            Ok(_) => {}
+            Err(source) => {
+                return Err(UpstreamError::Io {
+                    stale: stale_on(conn, received),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+async fn send_body(
+    conn: &mut UpstreamConn,
+    mut body: ProxyBody,
+    framing: RequestFraming,
+) -> Result<(), UpstreamError> {
+    let io_err = |source| UpstreamError::Io {
+        stale: false,
+        source,
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(UpstreamError::RequestBody)?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        if !data.has_remaining() {
+            continue;
+        }
+        let data: Bytes = data.copy_to_bytes(data.remaining());
+        if framing == RequestFraming::Chunked {
+            let size = format!("{:x}\r\n", data.len());
+            conn.stream
+                .write_all(size.as_bytes())
+                .await
+                .map_err(io_err)?;
+            conn.stream.write_all(&data).await.map_err(io_err)?;
+            conn.stream.write_all(b"\r\n").await.map_err(io_err)?;
+        } else {
+            conn.stream.write_all(&data).await.map_err(io_err)?;
+        }
+    }
+    if framing == RequestFraming::Chunked {
+        conn.stream.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// One request to a backend: on a pooled connection if there is one, else a
+/// new one. A pooled connection found closed by the backend is replaced and
+/// the request sent again when it has no body (nothing was processed).
+pub async fn send(
+    pool: &ConnPool,
+    authority: &Authority,
+    connect_timeout: Duration,
+    head: &request::Parts,
+    body: Option<ProxyBody>,
+) -> Result<(UpstreamConn, ResponseHead), UpstreamError> {
+    let replayable = body.is_none() || body.as_ref().is_some_and(Body::is_end_stream);
+    let mut body = body.filter(|b| !b.is_end_stream());
+    if let Some(mut conn) = pool.checkout() {
+        match exchange(&mut conn, head, body.take()).await {
+            Ok(response) => return Ok((conn, response)),
+            Err(e) if e.is_stale() && replayable => {
+                tracing::debug!(backend = %authority, "pooled connection was closed by the backend; reconnecting");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut conn = connect(authority, connect_timeout).await?;
+    let response = exchange(&mut conn, head, body).await?;
+    Ok((conn, response))
+}

@@ -1,0 +1,575 @@
+//! The plugin runtime with the real plugins built from `plugins/`: expected
+//! outputs, hot swap under load, hostile plugins, the compile cache.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchyard::config::{PluginKind, PluginLimits, PluginRuntimeSection, PluginSection};
+use switchyard::plugins::bindings::generate::{BatchContext, IdSource, OpKind, OpResult};
+use switchyard::plugins::bindings::optimize::Adjustment;
+use switchyard::plugins::bindings::types::Severity;
+use switchyard::plugins::{
+    AlertPlugin, FailureCause, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginSnapshot,
+    Reloaded,
+};
+use switchyard::telemetry::{BackendStats, Snapshot, WindowStats};
+
+use crate::support::{replace_file, wasm};
+
+fn section(name: &str, kind: PluginKind, path: &Path, config: &str) -> PluginSection {
+    PluginSection {
+        name: name.into(),
+        kind,
+        path: path.to_path_buf(),
+        config: (!config.is_empty())
+            .then(|| serde_json::from_str(config).expect("test config is JSON")),
+        limits: PluginLimits::default(),
+    }
+}
+
+fn engine() -> Arc<PluginEngine> {
+    PluginEngine::new(None, false).expect("engine")
+}
+
+fn runtime() -> PluginRuntimeSection {
+    PluginRuntimeSection::default()
+}
+
+fn window(ms: u32, requests: u64, errors: u64) -> WindowStats {
+    WindowStats {
+        window_ms: ms,
+        requests,
+        errors,
+        rps: requests as f64 / (f64::from(ms) / 1000.0),
+        ..WindowStats::default()
+    }
+}
+
+fn alert(name: &str, config: &str) -> AlertPlugin {
+    let file = wasm(&name.replace('-', "_"));
+    AlertPlugin::load(
+        &section(name, PluginKind::AlertRule, &file, config),
+        Path::new(""),
+        &runtime(),
+        engine(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn thresholds_reports_each_threshold_with_its_severity() {
+    let rule = alert("thresholds", "");
+    let meta = rule.describe().unwrap();
+    assert_eq!(meta.name, "thresholds");
+    let mut s = Snapshot {
+        current: window(10_000, 100, 40),
+        ..Snapshot::default()
+    };
+    s.current.mean_us = 1_500_000;
+    let findings = rule.evaluate(&PluginSnapshot::from(&s)).unwrap();
+    let get = |k: &str| {
+        findings
+            .iter()
+            .find(|f| f.key == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let errors = get("high-error-rate");
+    assert!(errors.active);
+    assert_eq!(errors.severity, Severity::High);
+    assert!((errors.value - 0.6).abs() < 1e-9);
+    let latency = get("high-response-time");
+    assert!(latency.active);
+    assert_eq!(latency.severity, Severity::Medium);
+    assert!(!get("low-throughput").active, "10 req/s is above 5");
+
+    s.current = window(10_000, 100, 60);
+    s.current.mean_us = 2_500_000;
+    let findings = rule.evaluate(&PluginSnapshot::from(&s)).unwrap();
+    let get = |k: &str| findings.iter().find(|f| f.key == k).unwrap();
+    assert_eq!(
+        get("high-error-rate").severity,
+        Severity::Critical,
+        "below 50% success is critical"
+    );
+    assert_eq!(
+        get("high-response-time").severity,
+        Severity::High,
+        "above 2000 ms is high"
+    );
+
+    s.current = window(10_000, 30, 0);
+    let findings = rule.evaluate(&PluginSnapshot::from(&s)).unwrap();
+    assert!(
+        findings
+            .iter()
+            .find(|f| f.key == "low-throughput")
+            .unwrap()
+            .active,
+        "3 req/s is below 5"
+    );
+    assert!(
+        !findings
+            .iter()
+            .find(|f| f.key == "high-error-rate")
+            .unwrap()
+            .active
+    );
+
+    let strict = alert("thresholds", r#"{"success_rate_high": 0.99}"#);
+    s.current = window(10_000, 1000, 20);
+    assert!(
+        strict
+            .evaluate(&PluginSnapshot::from(&s))
+            .unwrap()
+            .iter()
+            .find(|f| f.key == "high-error-rate")
+            .unwrap()
+            .active
+    );
+}
+
+#[test]
+fn slo_burn_rate_fires_on_a_fast_burn_only() {
+    let rule = alert("slo-burn-rate", r#"{"objective": 0.999}"#);
+    let at = |rate_per_mille: u64| Snapshot {
+        current: window(10_000, 1000, rate_per_mille),
+        windows: [60_000u32, 300_000, 1_800_000, 3_600_000, 21_600_000]
+            .iter()
+            .map(|&ms| window(ms, 100_000, 100 * rate_per_mille))
+            .collect(),
+        ..Snapshot::default()
+    };
+    let fast = rule.evaluate(&PluginSnapshot::from(&at(50))).unwrap(); // 5% errors: 50x the budget
+    let fast_burn = fast.iter().find(|f| f.key == "fast-burn").unwrap();
+    assert!(fast_burn.active);
+    assert_eq!(fast_burn.severity, Severity::Critical);
+    let slow = rule.evaluate(&PluginSnapshot::from(&at(3))).unwrap(); // 0.3% errors: 3x the budget
+    assert!(
+        slow.iter().all(|f| !f.active),
+        "a 3x burn is within both thresholds: {slow:?}"
+    );
+    let ticket = rule.evaluate(&PluginSnapshot::from(&at(10))).unwrap(); // 1%: 10x
+    assert!(ticket.iter().find(|f| f.key == "slow-burn").unwrap().active);
+    assert!(!ticket.iter().find(|f| f.key == "fast-burn").unwrap().active);
+}
+
+fn optimizer(name: &str, path: &Path, config: &str) -> OptimizerPlugin {
+    OptimizerPlugin::load(
+        &section(name, PluginKind::Optimizer, path, config),
+        Path::new(""),
+        &runtime(),
+        engine(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn limit_of(adjustments: &[Adjustment]) -> Option<u32> {
+    adjustments.iter().find_map(|a| match a {
+        Adjustment::ConcurrencyLimit(l) => Some(*l),
+        _ => None,
+    })
+}
+
+#[test]
+fn gradient_limit_grows_under_steady_latency_and_falls_when_it_rises() {
+    let opt = optimizer(
+        "gradient-limit",
+        &wasm("gradient_limit"),
+        r#"{"initial_limit": 50, "max_limit": 400}"#,
+    );
+    let mut state = Vec::new();
+    let mut limit = 50u32;
+    let step = |p50_ms: u64, limit: u32, state: &mut Vec<u8>| {
+        let mut s = Snapshot {
+            concurrency_limit: limit,
+            in_flight: limit,
+            ..Snapshot::default()
+        };
+        s.current = window(10_000, 5000, 0);
+        s.current.p50_us = p50_ms * 1000;
+        let d = opt.decide(&PluginSnapshot::from(&s), state).unwrap();
+        *state = d.state.clone();
+        (limit_of(&d.adjustments).unwrap_or(limit), d.reason)
+    };
+    for _ in 0..10 {
+        let (next, reason) = step(5, limit, &mut state);
+        assert!(
+            next >= limit,
+            "steady latency never lowers the limit: {reason}"
+        );
+        limit = next;
+    }
+    assert!(
+        limit > 60,
+        "a busy proxy with steady latency earns a higher limit: {limit}"
+    );
+    let before = limit;
+    for _ in 0..5 {
+        let (next, reason) = step(60, limit, &mut state);
+        assert!(
+            next <= limit,
+            "rising latency never raises the limit: {reason}"
+        );
+        limit = next;
+    }
+    assert!(
+        limit < before * 3 / 4,
+        "the limit fell from {before} to {limit}"
+    );
+    assert!(limit >= 4, "never below min_limit");
+}
+
+#[test]
+fn latency_weights_lowers_the_slow_backends_weight() {
+    let opt = optimizer("latency-weights", &wasm("latency_weights"), "");
+    let backend = |id: &str, ewma_ms: u64, weight: u32| BackendStats {
+        id: id.into(),
+        healthy: true,
+        weight,
+        ewma_latency_us: ewma_ms * 1000,
+        requests: 100,
+        ..BackendStats::default()
+    };
+    let s = Snapshot {
+        backends: vec![
+            backend("app/a:1", 2, 100),
+            backend("app/b:1", 2, 100),
+            backend("app/slow:1", 32, 100),
+        ],
+        ..Snapshot::default()
+    };
+    let d = opt.decide(&PluginSnapshot::from(&s), &[]).unwrap();
+    let weights: Vec<(String, u32)> = d
+        .adjustments
+        .iter()
+        .filter_map(|a| match a {
+            Adjustment::BackendWeight(w) => Some((w.backend.clone(), w.weight)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        weights.len(),
+        1,
+        "only the slow backend changes: {weights:?} ({})",
+        d.reason
+    );
+    assert_eq!(weights[0].0, "app/slow:1");
+    assert!(weights[0].1 < 60, "{weights:?}");
+    assert!(d.reason.contains("app/slow:1"), "{}", d.reason);
+}
+
+#[test]
+fn crud_mix_honours_the_mix_and_targets_entities_it_created() {
+    let g = GeneratorPlugin::load(
+        &section(
+            "crud-mix",
+            PluginKind::OperationGenerator,
+            &wasm("crud_mix"),
+            r#"{"profile": "production"}"#,
+        ),
+        Path::new(""),
+        &runtime(),
+        engine(),
+    )
+    .unwrap();
+    let mut counts = [0u32; 4];
+    let mut created: std::collections::HashSet<String> = Default::default();
+    let mut next_id = 0u64;
+    for batch in 0..100 {
+        let ctx = BatchContext {
+            now_ms: 0,
+            issued: batch * 100,
+            in_flight: 0,
+        };
+        let ops = g.next_batch(ctx, 100).unwrap();
+        assert_eq!(ops.len(), 100);
+        let mut results = Vec::new();
+        for op in ops {
+            let i = match op.kind {
+                OpKind::Create => 0,
+                OpKind::Read => 1,
+                OpKind::Update => 2,
+                OpKind::Delete => 3,
+                OpKind::Custom => panic!("crud-mix makes no custom operations"),
+            };
+            counts[i] += 1;
+            let mut created_id = None;
+            if op.kind == OpKind::Create {
+                assert_eq!((op.method.as_str(), op.path.as_str()), ("POST", "/items"));
+                assert!(matches!(op.capture_id, Some(IdSource::JsonField(ref f)) if f == "id"));
+                next_id += 1;
+                created_id = Some(format!("id{next_id}"));
+                created.insert(format!("id{next_id}"));
+            } else {
+                let id = op.path.rsplit('/').next().unwrap();
+                assert!(
+                    created.contains(id),
+                    "{} {} aims at an entity never created",
+                    op.method,
+                    op.path
+                );
+                if op.kind == OpKind::Delete {
+                    created.remove(id);
+                }
+            }
+            results.push(OpResult {
+                kind: op.kind,
+                path: op.path,
+                status: if op.kind == OpKind::Create { 201 } else { 200 },
+                latency_us: 100,
+                created_id,
+                error: None,
+            });
+        }
+        g.observe(&results).unwrap();
+    }
+    let total: u32 = counts.iter().sum();
+    for (i, want) in [30.0, 40.0, 25.0, 5.0].into_iter().enumerate() {
+        let got = f64::from(counts[i]) * 100.0 / f64::from(total);
+        assert!(
+            (got - want).abs() <= 2.0,
+            "kind {i}: {got:.1}% vs {want}% ({counts:?})"
+        );
+    }
+}
+
+#[test]
+fn hot_swap_under_load_fails_no_call_and_keeps_optimizer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("swapping.wasm");
+    let (a, b) = (wasm("test_swap_a"), wasm("test_swap_b"));
+    std::fs::copy(&a, &live).unwrap();
+    let plugin = Arc::new(optimizer("swapping", &live, ""));
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(Mutex::new(String::new()));
+    let caller = {
+        let (plugin, stop, calls, last) =
+            (plugin.clone(), stop.clone(), calls.clone(), last.clone());
+        std::thread::spawn(move || {
+            let mut state = Vec::new();
+            let snapshot = Snapshot::default();
+            while !stop.load(SeqCst) {
+                let d = plugin
+                    .decide(&PluginSnapshot::from(&snapshot), &state)
+                    .expect("no call fails during swaps");
+                let n = calls.fetch_add(1, SeqCst) + 1;
+                let count: u64 = String::from_utf8(d.state.clone()).unwrap().parse().unwrap();
+                assert_eq!(count, n, "state carried through every call and swap");
+                state = d.state;
+                *last.lock().unwrap() = d.reason;
+            }
+        })
+    };
+    for i in 0..50 {
+        let (file, reason) = if i % 2 == 0 {
+            (&b, "version b")
+        } else {
+            (&a, "version a")
+        };
+        replace_file(file, &live);
+        assert!(
+            matches!(plugin.reload(false), Ok(Reloaded::Swapped { .. })),
+            "swap {i}"
+        );
+        let seen_at = Instant::now();
+        while *last.lock().unwrap() != reason {
+            assert!(
+                seen_at.elapsed() < Duration::from_secs(5),
+                "swap {i}: new behaviour never seen"
+            );
+            std::thread::yield_now();
+        }
+    }
+    stop.store(true, SeqCst);
+    caller.join().expect("caller thread");
+    let view = plugin.view();
+    assert_eq!(view.failures, 0);
+    assert_eq!(view.swaps, 50);
+    assert!(calls.load(SeqCst) > 50);
+}
+
+#[test]
+fn hostile_plugins_are_rejected_at_load_with_a_reason() {
+    let load = |name: &str, kind: PluginKind, path: &Path, config: &str| {
+        let s = section(name, kind, path, config);
+        match kind {
+            PluginKind::Optimizer => {
+                OptimizerPlugin::load(&s, Path::new(""), &runtime(), engine()).map(|_| ())
+            }
+            PluginKind::AlertRule => {
+                AlertPlugin::load(&s, Path::new(""), &runtime(), engine()).map(|_| ())
+            }
+            PluginKind::OperationGenerator => {
+                GeneratorPlugin::load(&s, Path::new(""), &runtime(), engine()).map(|_| ())
+            }
+        }
+        .expect_err("must be refused")
+    };
+    let wrong = load("x", PluginKind::Optimizer, &wasm("thresholds"), "");
+    assert_eq!(
+        wrong,
+        "wrong kind: configured as kind = \"optimizer\" (expects export switchyard:plugins/optimize@0.1.0), \
+         but this is an alert-rule plugin (exports switchyard:plugins/alert@0.1.0)"
+    );
+    let future = load("x", PluginKind::AlertRule, &wasm("test_future_version"), "");
+    assert!(
+        future.starts_with(
+            "built for another contract version: exports switchyard:plugins/alert@0.2.0"
+        ),
+        "{future}"
+    );
+    assert!(
+        future.ends_with("expects switchyard:plugins/alert@0.1.0"),
+        "{future}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").unwrap();
+    assert!(
+        load("x", PluginKind::AlertRule, &junk, "")
+            .starts_with("not a valid WebAssembly component")
+    );
+    let refused = load(
+        "x",
+        PluginKind::OperationGenerator,
+        &wasm("crud_mix"),
+        r#"{"profile": "nope"}"#,
+    );
+    assert!(
+        refused.contains("init refused its config: unknown profile \"nope\""),
+        "{refused}"
+    );
+    let init_trap = load(
+        "x",
+        PluginKind::AlertRule,
+        &wasm("test_trap"),
+        r#""trap-in-init""#,
+    );
+    assert!(
+        init_trap.contains("init failed: trapped") && init_trap.contains("trap requested in init"),
+        "{init_trap}"
+    );
+}
+
+#[test]
+fn hostile_plugins_are_contained_at_call_time() {
+    let s = Snapshot::default();
+    let cases = [
+        ("test_trap", FailureCause::Trap, "this rule always traps"),
+        (
+            "test_spin",
+            FailureCause::Timeout,
+            "did not return within 100ms",
+        ),
+        (
+            "test_memory_bomb",
+            FailureCause::Memory,
+            "growth past 64MiB refused",
+        ),
+        (
+            "test_huge_output",
+            FailureCause::Output,
+            "returned 5000 findings; at most 1000 are accepted",
+        ),
+    ];
+    for (name, cause, text) in cases {
+        let rule = alert(name, "");
+        let started = Instant::now();
+        let failure = rule.evaluate(&PluginSnapshot::from(&s)).expect_err(name);
+        assert_eq!(failure.cause, cause, "{name}: {failure}");
+        assert!(
+            failure.message.contains(text),
+            "{name}: {}",
+            failure.message
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} was stopped in time"
+        );
+        // Fail open with a synthetic finding.
+        let findings = rule.evaluate_or_report(&PluginSnapshot::from(&s));
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].key, "plugin-failed");
+        assert!(
+            findings[0]
+                .labels
+                .iter()
+                .any(|l| l.key == "cause" && l.value == cause.as_str())
+        );
+        assert_eq!(
+            rule.view()
+                .last_error
+                .as_deref()
+                .map(|e| e.starts_with(cause.as_str())),
+            Some(true)
+        );
+    }
+}
+
+#[test]
+fn repeated_failures_quarantine_a_plugin_with_backoff() {
+    let rule = alert("test_trap", "");
+    for _ in 0..3 {
+        assert_eq!(
+            rule.evaluate(&PluginSnapshot::from(&Snapshot::default()))
+                .unwrap_err()
+                .cause,
+            FailureCause::Trap
+        );
+    }
+    let quarantined = rule
+        .evaluate(&PluginSnapshot::from(&Snapshot::default()))
+        .unwrap_err();
+    assert_eq!(quarantined.cause, FailureCause::Quarantined);
+    let view = rule.view();
+    assert!(
+        view.quarantined && view.quarantined_for_ms > 0 && view.quarantined_for_ms <= 1000,
+        "{view:?}"
+    );
+    assert_eq!(view.failures_by_cause.get("trap"), Some(&3));
+    assert_eq!(view.failures_by_cause.get("quarantined"), Some(&1));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        rule.evaluate(&PluginSnapshot::from(&Snapshot::default()))
+            .unwrap_err()
+            .cause,
+        FailureCause::Trap,
+        "tried again after the backoff"
+    );
+}
+
+#[test]
+fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let load = || {
+        let engine = PluginEngine::new(Some(cache.path().to_path_buf()), false).unwrap();
+        let s = section("thresholds", PluginKind::AlertRule, &wasm("thresholds"), "");
+        AlertPlugin::load(&s, Path::new(""), &runtime(), engine).unwrap()
+    };
+    assert!(!load().view().compiled_from_cache, "first start compiles");
+    assert!(
+        load().view().compiled_from_cache,
+        "second start loads the compiled cache"
+    );
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let recompiled = load();
+    assert!(
+        !recompiled.view().compiled_from_cache,
+        "a corrupt entry is a miss"
+    );
+    assert!(
+        recompiled
+            .evaluate(&PluginSnapshot::from(&Snapshot::default()))
+            .is_ok()
+    );
+    assert!(load().view().compiled_from_cache, "and was rewritten");
+}

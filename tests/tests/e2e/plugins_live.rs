@@ -1,0 +1,204 @@
+//! Plugins in a running proxy: listed in the admin API, hot-swapped when
+//! their file changes, a bad new version refused while the old one keeps
+//! serving, and `switchyard plugin test` / `switchyard run` on plugins.
+
+use std::time::Duration;
+
+use http::Method;
+
+use crate::support::proxy::run_cli;
+use crate::support::{
+    Proxy, TestBackend, backends_toml, config, eventually, get, replace_file, request, wasm,
+};
+
+fn with_plugin(b: &TestBackend, plugin: &std::path::Path, kind: &str) -> String {
+    config(&format!("[upstreams.app]\n{}\n", backends_toml(&[b], &[])))
+        + &format!(
+            "[plugin_runtime]\ndebounce = \"50ms\"\n\
+             [[plugins]]\nname = \"rule\"\nkind = \"{kind}\"\npath = \"{}\"\nconfig = {{ min_requests = 5 }}\n",
+            plugin.display()
+        )
+}
+
+/// `POST /admin/plugins/NAME/reload`: status and JSON body.
+async fn reload(proxy: &Proxy, name: &str) -> (u16, serde_json::Value) {
+    let url = proxy.admin_url(&format!("/admin/plugins/{name}/reload"));
+    let r = request(Method::POST, &url, &[], "").await.unwrap();
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body)),
+    )
+}
+
+async fn plugin_view(proxy: &Proxy) -> serde_json::Value {
+    let v = proxy.admin_json("/admin/plugins").await;
+    v.as_array()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or_else(|| panic!("no plugin in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_proxy_swaps_a_plugin_when_its_file_changes() {
+    let b = TestBackend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rule.wasm");
+    std::fs::copy(wasm("thresholds"), &file).unwrap();
+    let proxy = Proxy::start(&with_plugin(&b, &file, "alert-rule"));
+
+    let first = plugin_view(&proxy).await;
+    assert_eq!(first["name"], "rule");
+    assert_eq!(first["kind"], "alert-rule");
+    assert_eq!(first["swaps"], 0);
+    let original_hash = first["content_hash"].as_str().unwrap().to_string();
+
+    replace_file(&wasm("slo_burn_rate"), &file);
+    let swapped = eventually(
+        Duration::from_secs(10),
+        "the watcher swaps the new file in",
+        || async {
+            let v = plugin_view(&proxy).await;
+            (v["swaps"] == 1).then_some(v)
+        },
+    )
+    .await;
+    assert_ne!(swapped["content_hash"], original_hash.as_str());
+    assert!(
+        proxy.logs().contains("swapped in version"),
+        "{}",
+        proxy.logs()
+    );
+
+    // A broken file is refused; the running version stays.
+    std::fs::write(&file, b"not a component").unwrap();
+    let refused = eventually(
+        Duration::from_secs(10),
+        "the broken file is refused",
+        || async {
+            let v = plugin_view(&proxy).await;
+            (v["swap_failures"] == 1).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(refused["content_hash"], swapped["content_hash"]);
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{refused}"
+    );
+    assert_eq!(get(&proxy.url("/still-serving")).await.unwrap().status, 200);
+    let failures = proxy
+        .metric(
+            "switchyard_plugin_swap_failures_total",
+            &[("plugin", "rule")],
+        )
+        .await;
+    assert_eq!(failures, 1.0);
+
+    // Forced reload through the admin API, of a plugin of the wrong kind.
+    std::fs::copy(wasm("gradient_limit"), &file).unwrap();
+    let (status, body) = reload(&proxy, "rule").await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("wrong kind: configured as kind = \"alert-rule\""),
+        "{body}"
+    );
+    assert_eq!(body["plugin"]["content_hash"], swapped["content_hash"]);
+
+    std::fs::copy(wasm("thresholds"), &file).unwrap();
+    let (status, body) = reload(&proxy, "rule").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "swapped");
+    assert_eq!(body["plugin"]["content_hash"], original_hash.as_str());
+
+    assert_eq!(reload(&proxy, "nope").await.0, 404);
+}
+
+#[test]
+fn run_and_check_refuse_a_plugin_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let cfg = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"app\"\n\
+         [upstreams.app]\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n\
+         [[plugins]]\nname = \"limits\"\nkind = \"optimizer\"\npath = \"{}\"\n",
+        wasm("thresholds").display()
+    );
+    std::fs::write(&path, cfg).unwrap();
+    let p = path.display().to_string();
+    for cmd in ["check", "run"] {
+        let (code, _, err) = run_cli(&[cmd, "--config", &p]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        let want = format!(
+            "error: {p}: plugins[0].path: cannot load plugin \"limits\": wrong kind: configured as kind = \"optimizer\""
+        );
+        assert!(err.contains(&want), "{cmd}:\n{err}");
+    }
+}
+
+#[test]
+fn plugin_test_runs_a_plugin_against_a_recorded_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("snapshot.json");
+    std::fs::write(
+        &input,
+        r#"{"config": {"min_requests": 5},
+            "snapshot": {"now_ms": 1, "current": {"window_ms": 10000, "requests": 100, "errors": 40, "rps": 10.0}}}"#,
+    )
+    .unwrap();
+    let i = input.display().to_string();
+    let (code, out, err) = run_cli(&[
+        "plugin",
+        "test",
+        &wasm("thresholds").display().to_string(),
+        "--input",
+        &i,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["kind"], "alert-rule");
+    let findings = report["output"]["findings"].as_array().unwrap();
+    let errors = findings
+        .iter()
+        .find(|f| f["key"] == "high-error-rate")
+        .unwrap();
+    assert_eq!(errors["active"], true);
+    assert!(report["calls"][1]["us"].as_f64().unwrap() > 0.0);
+    assert!(report["memory_peak_bytes"].as_u64().unwrap() > 0);
+
+    let gen_input = dir.path().join("gen.json");
+    std::fs::write(&gen_input, r#"{"seed": 7, "batches": 3, "batch_size": 5}"#).unwrap();
+    let (code, out, err) = run_cli(&[
+        "plugin",
+        "test",
+        &wasm("crud_mix").display().to_string(),
+        "--input",
+        &gen_input.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["output"]["batches"].as_array().unwrap().len(), 3);
+    assert!(
+        report["output"]["state"].as_str().unwrap().contains("sim-"),
+        "created ids are remembered"
+    );
+
+    let (code, out, _) = run_cli(&[
+        "plugin",
+        "test",
+        &wasm("test_trap").display().to_string(),
+        "--input",
+        &i,
+    ]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["error"]["cause"], "trap");
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, "junk").unwrap();
+    let (code, _, err) = run_cli(&["plugin", "test", &junk.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
