@@ -36,13 +36,23 @@ impl ConfigArgs {
     }
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Also print what would change against a running instance, given its
+    /// admin address, e.g. http://127.0.0.1:9090.
+    #[arg(long, value_name = "ADMIN_URL")]
+    against: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the proxy.
     Run(ConfigArgs),
     /// Validate a config (and load its plugins) and print a summary; exit 2
     /// listing every problem.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Start three sample backends and the proxy on the default config.
     Demo(ConfigArgs),
     /// Work with plugins without a running proxy.
@@ -73,9 +83,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Run(args) => serve(&args, |prepared| {
             Box::pin(async move {
-                let running = crate::server::Running::start(prepared).await?;
-                crate::server::shutdown_signal().await;
-                running.shutdown().await;
+                crate::server::Running::start(prepared)
+                    .await?
+                    .run_until_signalled()
+                    .await;
                 Ok(())
             })
         }),
@@ -121,14 +132,72 @@ fn report(errors: ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
-fn check(args: &ConfigArgs) -> ExitCode {
-    match config::load(&args.source()).and_then(Prepared::new) {
-        Ok(prepared) => {
-            print!("{}", summary(&prepared));
+fn check(args: &CheckArgs) -> ExitCode {
+    let prepared = match config::load(&args.config.source()).and_then(Prepared::new) {
+        Ok(prepared) => prepared,
+        Err(errors) => return report(errors),
+    };
+    print!("{}", summary(&prepared));
+    let Some(url) = &args.against else {
+        return ExitCode::SUCCESS;
+    };
+    match fetch_running_config(url) {
+        Ok(running) => {
+            let local = serde_json::to_value(&prepared.loaded.config).unwrap_or_default();
+            let version = running["version"].as_str().unwrap_or("?");
+            let changes = config::diff(&running["config"], &local);
+            if changes.is_empty() {
+                println!("no changes against {url} (running version {version})");
+            } else {
+                println!(
+                    "{} change(s) against {url} (running version {version}, this config {}):",
+                    changes.len(),
+                    prepared.loaded.version
+                );
+                for c in changes {
+                    println!("  {c}");
+                }
+            }
             ExitCode::SUCCESS
         }
-        Err(errors) => report(errors),
+        Err(e) => {
+            eprintln!("error: cannot read the running config from {url}: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `GET {admin}/admin/config` of a running instance.
+fn fetch_running_config(admin: &str) -> Result<serde_json::Value, String> {
+    use http_body_util::BodyExt;
+    let url = format!("{}/admin/config", admin.trim_end_matches('/'));
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let fetch = async {
+            let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("status {status}"));
+            }
+            serde_json::from_slice(&body).map_err(|e| format!("not the admin API's JSON: {e}"))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+            .await
+            .map_err(|_| "no answer within 10s".to_string())?
+    })
 }
 
 /// What `check` prints for a valid config.
@@ -169,7 +238,7 @@ pub fn summary(prepared: &Prepared) -> String {
             "  upstream {name}: {}, {} backend(s), {health}, {} attempt(s)",
             up.strategy.as_str(),
             up.backends.len(),
-            up.retry.attempts
+            up.retry().attempts
         );
     }
     for p in prepared.plugins.iter() {

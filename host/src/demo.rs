@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::server::{Prepared, Running, shutdown_signal};
+use crate::server::{Prepared, Running};
 
 /// Latencies of the demo's sample backends, in config order.
 const LATENCIES_MS: [u64; 3] = [2, 10, 40];
@@ -108,8 +108,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
          \x20 curl http://{admin}/metrics | grep switchyard_\n\
          Press Ctrl-C to stop."
     );
-    shutdown_signal().await;
-    running.shutdown().await;
+    running.run_until_signalled().await;
     for b in backends {
         b.abort();
     }

@@ -17,3 +17,4 @@ pub mod plugins;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;
+pub mod watch;

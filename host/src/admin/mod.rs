@@ -9,6 +9,8 @@
 //! | `GET /admin/backends` | each upstream's backends: health, ejection, weight, in-flight, EWMA, counters |
 //! | `GET /admin/plugins` | each plugin: kind, file, content hash, loaded at, calls, failures, last error, swaps, quarantine |
 //! | `POST /admin/plugins/{name}/reload` | reload a plugin from its file now; the old version keeps serving if it fails |
+//! | `GET /admin/config` | the config in force (version, files, loaded at), the last reload's result, errors and changes |
+//! | `POST /admin/config/reload` | reload the config now |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -30,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::balance::BackendView;
 use crate::plugins::Reloaded;
-use crate::server::Server;
+use crate::server::{ReloadOutcome, Server, Trigger};
 use crate::telemetry::names;
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -114,7 +116,7 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
     r
 }
 
-async fn handle(req: Request<Incoming>, server: &Server) -> AdminResponse {
+async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
     let path = req.uri().path().trim_end_matches('/');
     if let (&Method::POST, Some(name)) = (req.method(), plugin_reload_target(path)) {
         return reload_plugin(server, name).await;
@@ -136,12 +138,60 @@ async fn handle(req: Request<Incoming>, server: &Server) -> AdminResponse {
         (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/admin/backends") => json(StatusCode::OK, &backends_view(server)),
         (&Method::GET, "/admin/plugins") => json(StatusCode::OK, &server.plugins.load().views()),
-        (_, "/metrics" | "/healthz" | "/readyz" | "/admin/backends" | "/admin/plugins") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (&Method::GET, "/admin/config") => json(StatusCode::OK, &config_view(server)),
+        (&Method::POST, "/admin/config/reload") => reload_config(server).await,
+        (
+            _,
+            "/metrics" | "/healthz" | "/readyz" | "/admin/backends" | "/admin/plugins"
+            | "/admin/config",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; see /metrics, /healthz, /readyz, /admin/backends, /admin/plugins\n",
+            format!("not found; see {}\n", ENDPOINTS.join(", ")),
+        ),
+    }
+}
+
+const ENDPOINTS: [&str; 7] = [
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/admin/backends",
+    "/admin/plugins",
+    "/admin/config",
+    "POST /admin/config/reload",
+];
+
+/// What `GET /admin/config` shows: the config in force and the last reload.
+fn config_view(server: &Server) -> serde_json::Value {
+    let loaded = server.loaded.load();
+    serde_json::json!({
+        "version": loaded.version,
+        "loaded_at": humantime::format_rfc3339_seconds(loaded.loaded_at).to_string(),
+        "files": loaded.source.files().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "profile": loaded.source.profile,
+        "last_reload": server.reload_status(),
+        "config": loaded.config,
+    })
+}
+
+async fn reload_config(server: &Arc<Server>) -> AdminResponse {
+    match server.reload(Trigger::Admin).await {
+        Ok(ReloadOutcome::Reloaded { from, to, changes }) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "result": "reloaded", "from": from, "version": to, "changes": changes }),
+        ),
+        Ok(ReloadOutcome::Unchanged) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "result": "unchanged", "version": server.loaded.load().version }),
+        ),
+        Err(errors) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "result": "failed",
+                "version": server.loaded.load().version,
+                "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            }),
         ),
     }
 }

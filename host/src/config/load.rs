@@ -68,6 +68,7 @@ pub struct Loaded {
     pub source: ConfigSource,
     /// Short content hash of the effective config, shown in the admin API.
     pub version: String,
+    pub loaded_at: std::time::SystemTime,
     figment: Figment,
 }
 
@@ -134,7 +135,7 @@ impl ConfigErrors {
 /// Reads, merges and validates the config named by `source`.
 pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
     let figment = figment_for(source)?;
-    let config: Config = figment.extract().map_err(|e| from_figment(e, source))?;
+    let mut config: Config = figment.extract().map_err(|e| from_figment(e, source))?;
     let problems = validate::validate(&config);
     if !problems.is_empty() {
         let errors = problems
@@ -147,11 +148,14 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
             .collect();
         return Err(ConfigErrors(errors));
     }
+    config.apply_upstream_defaults();
     let version = version_of(&config);
+    let loaded_at = std::time::SystemTime::now();
     Ok(Loaded {
         config,
         source: source.clone(),
         version,
+        loaded_at,
         figment,
     })
 }

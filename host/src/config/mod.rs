@@ -2,11 +2,13 @@
 //! validation with file and key path in every error, and the diff used by
 //! reloads and `switchyard check --against`.
 
+mod diff;
 mod load;
 mod schema;
 mod types;
 mod validate;
 
+pub use diff::{Change, ChangeKind, diff};
 pub use load::{
     ConfigError, ConfigErrors, ConfigSource, ENV_PREFIX, Loaded, available_profiles, load,
 };

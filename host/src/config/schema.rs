@@ -31,6 +31,8 @@ pub struct Config {
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
+    pub upstream_defaults: UpstreamDefaults,
+    #[serde(default)]
     pub plugin_runtime: PluginRuntimeSection,
     #[serde(default)]
     pub plugins: Vec<PluginSection>,
@@ -194,14 +196,81 @@ pub struct UpstreamSection {
     pub power_of_two_choices: Option<bool>,
     #[serde(default)]
     pub hash: Option<HashSection>,
+    /// Active checks; left out, `[upstream_defaults.health]` applies (if set).
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+    /// Left out, `[upstream_defaults.outlier]` applies, else the defaults.
+    #[serde(default)]
+    pub outlier: Option<OutlierSection>,
+    #[serde(default)]
+    pub retry: Option<RetrySection>,
+    #[serde(default)]
+    pub breaker: Option<BreakerSection>,
+}
+
+static DEFAULT_OUTLIER: std::sync::LazyLock<OutlierSection> =
+    std::sync::LazyLock::new(OutlierSection::default);
+static DEFAULT_RETRY: std::sync::LazyLock<RetrySection> =
+    std::sync::LazyLock::new(RetrySection::default);
+static DEFAULT_BREAKER: std::sync::LazyLock<BreakerSection> =
+    std::sync::LazyLock::new(BreakerSection::default);
+
+impl UpstreamSection {
+    /// The effective policies (after `[upstream_defaults]`, which loading
+    /// applies; the built-in defaults otherwise).
+    pub fn outlier(&self) -> &OutlierSection {
+        self.outlier.as_ref().unwrap_or(&DEFAULT_OUTLIER)
+    }
+    pub fn retry(&self) -> &RetrySection {
+        self.retry.as_ref().unwrap_or(&DEFAULT_RETRY)
+    }
+    pub fn breaker(&self) -> &BreakerSection {
+        self.breaker.as_ref().unwrap_or(&DEFAULT_BREAKER)
+    }
+}
+
+/// Policies for every upstream that does not set its own: HAProxy's
+/// `defaults` for upstreams. An upstream's own section replaces the default
+/// section as a whole.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDefaults {
     #[serde(default)]
     pub health: Option<HealthSection>,
     #[serde(default)]
-    pub outlier: OutlierSection,
+    pub outlier: Option<OutlierSection>,
     #[serde(default)]
-    pub retry: RetrySection,
+    pub retry: Option<RetrySection>,
     #[serde(default)]
-    pub breaker: BreakerSection,
+    pub breaker: Option<BreakerSection>,
+}
+
+impl Config {
+    /// Applies `[upstream_defaults]` to the upstreams that leave a policy out,
+    /// so the config shows the policies in force.
+    pub fn apply_upstream_defaults(&mut self) {
+        let d = &self.upstream_defaults;
+        for up in self.upstreams.values_mut() {
+            if up.health.is_none() {
+                up.health.clone_from(&d.health);
+            }
+            up.outlier = up
+                .outlier
+                .take()
+                .or_else(|| d.outlier.clone())
+                .or_else(|| Some(OutlierSection::default()));
+            up.retry = up
+                .retry
+                .take()
+                .or_else(|| d.retry.clone())
+                .or_else(|| Some(RetrySection::default()));
+            up.breaker = up
+                .breaker
+                .take()
+                .or_else(|| d.breaker.clone())
+                .or_else(|| Some(BreakerSection::default()));
+        }
+    }
 }
 
 fn default_strategy() -> Strategy {

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::schema::{Config, Strategy, UpstreamSection};
+use super::schema::{
+    BreakerSection, Config, HealthSection, OutlierSection, RetrySection, Strategy, UpstreamSection,
+};
 
 /// A problem at a key path; `load` adds which file the key came from.
 #[derive(Debug)]
@@ -99,6 +101,15 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for (name, up) in &config.upstreams {
         validate_upstream(name, up, &mut p);
     }
+    let d = &config.upstream_defaults;
+    validate_policies(
+        "upstream_defaults",
+        d.health.as_ref(),
+        d.outlier.as_ref(),
+        d.retry.as_ref(),
+        d.breaker.as_ref(),
+        &mut p,
+    );
     p.0
 }
 
@@ -300,7 +311,26 @@ fn validate_upstream(name: &str, up: &UpstreamSection, p: &mut Problems) {
         _ => {}
     }
 
-    if let Some(h) = &up.health {
+    validate_policies(
+        &key,
+        up.health.as_ref(),
+        up.outlier.as_ref(),
+        up.retry.as_ref(),
+        up.breaker.as_ref(),
+        p,
+    );
+}
+
+/// Checks the policy sections an upstream (or `upstream_defaults`) sets.
+fn validate_policies(
+    key: &str,
+    health: Option<&HealthSection>,
+    outlier: Option<&OutlierSection>,
+    retry: Option<&RetrySection>,
+    breaker: Option<&BreakerSection>,
+    p: &mut Problems,
+) {
+    if let Some(h) = health {
         let hkey = format!("{key}.health");
         p.positive(format!("{hkey}.interval"), h.interval.is_zero());
         p.positive(format!("{hkey}.timeout"), h.timeout.is_zero());
@@ -327,50 +357,52 @@ fn validate_upstream(name: &str, up: &UpstreamSection, p: &mut Problems) {
             );
         }
     }
-
-    let o = &up.outlier;
-    if o.consecutive_failures > 0 {
+    if let Some(o) = outlier {
+        if o.consecutive_failures > 0 {
+            p.positive(
+                format!("{key}.outlier.base_ejection_time"),
+                o.base_ejection_time.is_zero(),
+            );
+            p.not_below(
+                format!("{key}.outlier.max_ejection_time"),
+                o.max_ejection_time,
+                o.base_ejection_time,
+                "base_ejection_time",
+            );
+        }
+        p.at_most(
+            format!("{key}.outlier.max_ejection_percent"),
+            o.max_ejection_percent.into(),
+            100.0,
+        );
+    }
+    if let Some(r) = retry {
+        p.at_least(format!("{key}.retry.attempts"), r.attempts.into(), 1);
+        p.at_most(format!("{key}.retry.attempts"), r.attempts.into(), 10.0);
+        if !(r.budget_percent >= 0.0 && r.budget_percent <= 100.0) {
+            p.add(
+                format!("{key}.retry.budget_percent"),
+                "must be between 0 and 100",
+            );
+        }
         p.positive(
-            format!("{key}.outlier.base_ejection_time"),
-            o.base_ejection_time.is_zero(),
+            format!("{key}.retry.backoff_base"),
+            r.backoff_base.is_zero(),
         );
         p.not_below(
-            format!("{key}.outlier.max_ejection_time"),
-            o.max_ejection_time,
-            o.base_ejection_time,
-            "base_ejection_time",
+            format!("{key}.retry.backoff_max"),
+            r.backoff_max,
+            r.backoff_base,
+            "backoff_base",
         );
     }
-    p.at_most(
-        format!("{key}.outlier.max_ejection_percent"),
-        o.max_ejection_percent.into(),
-        100.0,
-    );
-
-    let r = &up.retry;
-    p.at_least(format!("{key}.retry.attempts"), r.attempts.into(), 1);
-    p.at_most(format!("{key}.retry.attempts"), r.attempts.into(), 10.0);
-    if !(r.budget_percent >= 0.0 && r.budget_percent <= 100.0) {
-        p.add(
-            format!("{key}.retry.budget_percent"),
-            "must be between 0 and 100",
+    if let Some(b) = breaker {
+        p.at_least(
+            format!("{key}.breaker.max_in_flight"),
+            b.max_in_flight.into(),
+            1,
         );
     }
-    p.positive(
-        format!("{key}.retry.backoff_base"),
-        r.backoff_base.is_zero(),
-    );
-    p.not_below(
-        format!("{key}.retry.backoff_max"),
-        r.backoff_max,
-        r.backoff_base,
-        "backoff_base",
-    );
-    p.at_least(
-        format!("{key}.breaker.max_in_flight"),
-        up.breaker.max_in_flight.into(),
-        1,
-    );
 }
 
 #[cfg(test)]

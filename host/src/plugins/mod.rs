@@ -32,4 +32,4 @@ pub use optimizer::OptimizerPlugin;
 pub use plugin::{FailureCause, Plugin, PluginFailure, PluginView, Reloaded};
 pub use set::{AnyPlugin, PluginSet};
 pub use try_run::{TryRunError, try_run};
-pub use watcher::{PluginWatcher, watch};
+pub use watcher::watch;

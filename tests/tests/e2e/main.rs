@@ -10,4 +10,5 @@ mod lifecycle;
 mod limits;
 mod plugins;
 mod plugins_live;
+mod reload;
 mod retry;

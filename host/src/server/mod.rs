@@ -1,0 +1,248 @@
+//! The running proxy: owns the config, the published data-plane state, the
+//! listeners and the control-plane tasks, and wires them together. Reloads
+//! (`reload.rs`) replace these pieces one at a time, each with an atomic
+//! store, so requests in flight finish on what they started with.
+
+mod reload;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+pub use reload::{ReloadOutcome, ReloadStatus, Trigger};
+
+use crate::admin::{self, AdminHandle};
+use crate::config::{ConfigErrors, Loaded};
+use crate::health::HealthChecks;
+use crate::plugins::{PluginEngine, PluginSet};
+use crate::proxy::{Carried, Listener, ListenerHandle, ProxyState};
+use crate::telemetry::{self, PrometheusExport};
+use crate::watch::FileWatch;
+
+/// A validated config with its plugins loaded: everything `Running::start`
+/// needs, prepared before the async runtime starts so that a bad config or
+/// plugin is reported the same way by `check` and `run`.
+pub struct Prepared {
+    pub loaded: Loaded,
+    pub plugin_engine: Arc<PluginEngine>,
+    pub plugins: PluginSet,
+}
+
+impl Prepared {
+    pub fn new(loaded: Loaded) -> Result<Prepared, ConfigErrors> {
+        let rt = &loaded.config.plugin_runtime;
+        let engine = PluginEngine::new(rt.cache_dir.clone(), rt.fuel)
+            .map_err(|e| ConfigErrors(vec![loaded.error_at("plugin_runtime", format!("{e:#}"))]))?;
+        let plugins = PluginSet::load_config(&loaded, &engine, None)?;
+        Ok(Prepared {
+            loaded,
+            plugin_engine: engine,
+            plugins,
+        })
+    }
+}
+
+/// Tasks that belong to one config and are replaced with it.
+#[derive(Default)]
+struct Background {
+    health: HealthChecks,
+    plugin_watch: Option<FileWatch>,
+    config_watch: Option<FileWatch>,
+}
+
+#[derive(Default)]
+struct Listeners {
+    proxy: Option<ListenerHandle>,
+    admin: Option<AdminHandle>,
+}
+
+/// Shared by the admin API, the reload machinery and the control-plane tasks.
+pub struct Server {
+    pub loaded: ArcSwap<Loaded>,
+    pub state: Arc<ArcSwap<ProxyState>>,
+    /// Learned backend state and connection pools, carried across reloads.
+    pub carried: Carried,
+    pub prometheus: PrometheusExport,
+    pub plugin_engine: Arc<PluginEngine>,
+    pub plugins: Arc<ArcSwap<PluginSet>>,
+    background: std::sync::Mutex<Background>,
+    listeners: tokio::sync::Mutex<Listeners>,
+    reload_lock: tokio::sync::Mutex<()>,
+    reload_status: std::sync::Mutex<ReloadStatus>,
+    draining: AtomicBool,
+}
+
+/// A started server.
+pub struct Running {
+    pub server: Arc<Server>,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl Server {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload_status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The addresses the proxy and admin listeners are bound to now.
+    pub async fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let l = self.listeners.lock().await;
+        (
+            l.proxy.as_ref().map(|h| h.addr),
+            l.admin.as_ref().map(|h| h.addr),
+        )
+    }
+
+    /// (Re)starts the tasks that follow the current config: health checks and
+    /// the plugin file watch.
+    fn restart_background(self: &Arc<Self>) {
+        let state = self.state.load();
+        let rt = self.loaded.load().config.plugin_runtime.clone();
+        let plugin_watch = if rt.watch && self.plugins.load().iter().next().is_some() {
+            crate::plugins::watch(self.plugins.clone(), rt.debounce.get())
+                .map_err(|e| {
+                    tracing::warn!(
+                        "cannot watch plugin files ({e}); use POST /admin/plugins/NAME/reload"
+                    )
+                })
+                .ok()
+        } else {
+            None
+        };
+        if let Ok(mut bg) = self.background.lock() {
+            bg.health = HealthChecks::start(&state);
+            bg.plugin_watch = plugin_watch;
+        }
+    }
+}
+
+impl Running {
+    /// Builds the state for `prepared`, binds both listeners and starts
+    /// serving, watching the config file for changes and SIGHUP.
+    pub async fn start(prepared: Prepared) -> anyhow::Result<Running> {
+        let Prepared {
+            loaded,
+            plugin_engine,
+            plugins,
+        } = prepared;
+        let prometheus = telemetry::install();
+        let carried = Carried::default();
+        let config = &loaded.config;
+        let state = ProxyState::build(config, &loaded.version, &carried);
+        let listen = config.listen.address.0;
+        let proxy = Listener::bind(listen)
+            .await
+            .with_context(|| format!("cannot bind listen.address {listen}"))?;
+        let admin_addr = config.admin.address.0;
+        let admin_tcp = TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot bind admin.address {admin_addr}"))?;
+        let server = Arc::new(Server {
+            loaded: ArcSwap::from_pointee(loaded),
+            state: Arc::new(ArcSwap::from_pointee(state)),
+            carried,
+            prometheus,
+            plugin_engine,
+            plugins: Arc::new(ArcSwap::from_pointee(plugins)),
+            background: std::sync::Mutex::new(Background::default()),
+            listeners: tokio::sync::Mutex::new(Listeners::default()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            reload_status: std::sync::Mutex::new(ReloadStatus::default()),
+            draining: AtomicBool::new(false),
+        });
+        server.restart_background();
+        reload::watch_config(&server);
+        tracing::info!("proxy listening on {}", proxy.local_addr());
+        let admin = admin::serve(admin_tcp, server.clone())?;
+        tracing::info!("admin listening on {}", admin.addr);
+        let (proxy_addr, admin_addr) = (proxy.local_addr(), admin.addr);
+        {
+            let mut l = server.listeners.lock().await;
+            l.proxy = Some(proxy.serve(server.state.clone()));
+            l.admin = Some(admin);
+        }
+        Ok(Running {
+            server,
+            proxy_addr,
+            admin_addr,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading on SIGHUP, then shuts down.
+    pub async fn run_until_signalled(self) {
+        let server = self.server.clone();
+        let hup = tokio::spawn(async move { reload::on_sighup(server).await });
+        shutdown_signal().await;
+        hup.abort();
+        self.shutdown().await;
+    }
+
+    /// Graceful shutdown: readiness goes false, the proxy stops accepting and
+    /// drains in-flight requests, then the admin listener closes.
+    pub async fn shutdown(self) {
+        let server = &self.server;
+        server.draining.store(true, Ordering::Relaxed);
+        let drain = server.state.load().timeouts.drain.get();
+        let (proxy, admin) = {
+            let mut l = server.listeners.lock().await;
+            (l.proxy.take(), l.admin.take())
+        };
+        if let Some(proxy) = proxy {
+            proxy.shutdown(drain).await;
+        }
+        // Background work stops before the admin listener goes.
+        drop(
+            server
+                .background
+                .lock()
+                .map(|mut bg| std::mem::take(&mut *bg)),
+        );
+        if let Some(admin) = admin {
+            admin.shutdown().await;
+        }
+        tracing::info!("shut down");
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
