@@ -5,6 +5,7 @@
 //! of `Instant`s, so it fits in atomics.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 fn epoch() -> Instant {
@@ -25,4 +26,14 @@ pub fn now_ms() -> u64 {
 /// Converts an `Instant` to this clock's nanoseconds.
 pub fn ns_of(instant: Instant) -> u64 {
     instant.saturating_duration_since(epoch()).as_nanos() as u64 + 1
+}
+
+/// For rings of per-second slots: moves the slot tagged `tag` to `second`
+/// and returns true for exactly one caller when the slot held an older
+/// second, which must then clear it. Lock-free; a writer racing the clear
+/// may lose a sample, which per-second statistics absorb.
+#[inline]
+pub fn claim_second(tag: &AtomicU64, second: u64) -> bool {
+    let seen = tag.load(Relaxed);
+    seen != second && tag.compare_exchange(seen, second, Relaxed, Relaxed).is_ok()
 }

@@ -105,6 +105,8 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         "\nSwitchyard is running. Try:\n\
          \x20 curl -i http://{proxy}/hello\n\
          \x20 curl http://{admin}/admin/backends\n\
+         \x20 curl http://{admin}/admin/alerts\n\
+         \x20 curl http://{admin}/admin/optimizer\n\
          \x20 curl http://{admin}/metrics | grep switchyard_\n\
          Press Ctrl-C to stop."
     );

@@ -6,6 +6,7 @@
 //! (`config`, `telemetry`, `admin`); `server` wires them together.
 
 pub mod admin;
+pub mod alerts;
 pub mod balance;
 pub mod cli;
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod logging;
+pub mod optimize;
 pub mod plugins;
 pub mod proxy;
 pub mod server;

@@ -11,6 +11,9 @@
 //! | `POST /admin/plugins/{name}/reload` | reload a plugin from its file now; the old version keeps serving if it fails |
 //! | `GET /admin/config` | the config in force (version, files, loaded at), the last reload's result, errors and changes |
 //! | `POST /admin/config/reload` | reload the config now |
+//! | `GET /admin/alerts` | pending and firing alerts, and recently resolved ones |
+//! | `GET /admin/optimizer` | knob values in force, bounds, the last decisions and their reasons |
+//! | `GET /admin/snapshot` | the snapshot alert rules and optimizers are given, as JSON |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -139,6 +142,15 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
         (&Method::GET, "/admin/backends") => json(StatusCode::OK, &backends_view(server)),
         (&Method::GET, "/admin/plugins") => json(StatusCode::OK, &server.plugins.load().views()),
         (&Method::GET, "/admin/config") => json(StatusCode::OK, &config_view(server)),
+        (&Method::GET, "/admin/alerts") => {
+            let (active, resolved) = server.alerts.view();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "active": active, "resolved": resolved }),
+            )
+        }
+        (&Method::GET, "/admin/optimizer") => json(StatusCode::OK, &optimizer_view(server)),
+        (&Method::GET, "/admin/snapshot") => json(StatusCode::OK, &server.snapshot()),
         (&Method::POST, "/admin/config/reload") => reload_config(server).await,
         (
             _,
@@ -152,7 +164,7 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
     }
 }
 
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 10] = [
     "/metrics",
     "/healthz",
     "/readyz",
@@ -160,7 +172,36 @@ const ENDPOINTS: [&str; 7] = [
     "/admin/plugins",
     "/admin/config",
     "POST /admin/config/reload",
+    "/admin/alerts",
+    "/admin/optimizer",
+    "/admin/snapshot",
 ];
+
+/// What `GET /admin/optimizer` shows: knobs in force, bounds, decisions.
+fn optimizer_view(server: &Server) -> serde_json::Value {
+    let state = server.state.load();
+    let config = &server.loaded.load().config.optimizer;
+    let weights: BTreeMap<String, u32> = state
+        .upstreams
+        .values()
+        .flat_map(|up| {
+            up.backends
+                .iter()
+                .map(move |b| (format!("{}/{}", up.name, b.addr), b.weight))
+        })
+        .collect();
+    serde_json::json!({
+        "dry_run": config.dry_run,
+        "interval": config.interval,
+        "bounds": config.bounds,
+        "knobs": {
+            "concurrency_limit": state.admission.limit(),
+            "in_flight": state.admission.in_flight(),
+            "weights": weights,
+        },
+        "decisions": server.optimizer.decisions(),
+    })
+}
 
 /// What `GET /admin/config` shows: the config in force and the last reload.
 fn config_view(server: &Server) -> serde_json::Value {

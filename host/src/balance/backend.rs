@@ -15,7 +15,11 @@ use serde::Serialize;
 
 use crate::clock;
 use crate::config::BackendAddr;
-use crate::telemetry::BackendMetrics;
+use crate::telemetry::{BackendMetrics, Series};
+
+/// Seconds of per-backend history kept: per-backend figures in snapshots
+/// cover at most the last 10 seconds.
+pub const BACKEND_WINDOW_SECONDS: usize = 12;
 
 /// Decay period of the Peak-EWMA latency estimate (as linkerd2-proxy uses).
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -82,6 +86,8 @@ pub struct BackendState {
     ejected_until_ms: AtomicU64,
     /// Times ejected; scales the next ejection's length.
     pub ejections: AtomicU32,
+    /// Attempts per second over the last seconds, for snapshots.
+    pub series: Series,
 }
 
 impl Default for BackendState {
@@ -99,6 +105,7 @@ impl Default for BackendState {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            series: Series::new(BACKEND_WINDOW_SECONDS),
         }
     }
 }

@@ -36,6 +36,14 @@ pub struct Config {
     pub plugin_runtime: PluginRuntimeSection,
     #[serde(default)]
     pub plugins: Vec<PluginSection>,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub admission: AdmissionSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+    #[serde(default)]
+    pub optimizer: OptimizerSection,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -500,4 +508,136 @@ impl Default for PluginLimits {
             fuel: None,
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Length of the snapshot's `current` window; longer windows are 1 m,
+    /// 5 m, 30 m, 1 h and 6 h.
+    pub current_window: Dur,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            current_window: Dur::secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSection {
+    /// Requests in flight through the proxy before new ones get 503; 0 is no
+    /// limit. An optimizer may move it within `[optimizer.bounds]`.
+    pub max_concurrency: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// How often every alert-rule plugin is evaluated.
+    pub interval: Dur,
+    /// How long resolved alerts stay listed in `GET /admin/alerts`.
+    pub resolved_retention: Dur,
+    /// Alertmanager-compatible endpoint (`…/api/v2/alerts`) to POST alerts to.
+    pub webhook_url: Option<String>,
+    pub webhook_timeout: Dur,
+    /// Firing alerts are sent again this often (Alertmanager resolves
+    /// alerts it stops hearing about).
+    pub webhook_repeat: Dur,
+    /// Per rule (plugin name): `for` and `keep_firing_for` instead of the
+    /// rule's own.
+    pub rules: BTreeMap<String, AlertRuleOverride>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            interval: Dur::secs(1),
+            resolved_retention: Dur::secs(3600),
+            webhook_url: None,
+            webhook_timeout: Dur::secs(2),
+            webhook_repeat: Dur::secs(60),
+            rules: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleOverride {
+    #[serde(default, rename = "for")]
+    pub for_: Option<Dur>,
+    #[serde(default)]
+    pub keep_firing_for: Option<Dur>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSection {
+    /// How often every optimizer plugin decides.
+    pub interval: Dur,
+    /// Log what would change without changing it.
+    pub dry_run: bool,
+    pub bounds: OptimizerBounds,
+}
+
+impl Default for OptimizerSection {
+    fn default() -> Self {
+        OptimizerSection {
+            interval: Dur::secs(1),
+            dry_run: false,
+            bounds: OptimizerBounds::default(),
+        }
+    }
+}
+
+/// The safety bounds on every knob an optimizer moves.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerBounds {
+    pub concurrency_limit: Bound,
+    pub backend_weight: Bound,
+    pub cache_capacity: SizeBound,
+}
+
+impl Default for OptimizerBounds {
+    fn default() -> Self {
+        OptimizerBounds {
+            concurrency_limit: Bound {
+                min: 4,
+                max: 10_000,
+                max_step: 200,
+            },
+            backend_weight: Bound {
+                min: 1,
+                max: 1000,
+                max_step: 100,
+            },
+            cache_capacity: SizeBound {
+                min: ByteSize(1 << 20),
+                max: ByteSize(4 << 30),
+                max_step: ByteSize(256 << 20),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    pub min: u32,
+    pub max: u32,
+    /// Largest change per decision.
+    pub max_step: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SizeBound {
+    pub min: ByteSize,
+    pub max: ByteSize,
+    pub max_step: ByteSize,
 }

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use super::schema::{
-    BreakerSection, Config, HealthSection, OutlierSection, RetrySection, Strategy, UpstreamSection,
+    BreakerSection, Config, HealthSection, OutlierSection, PluginKind, RetrySection, Strategy,
+    UpstreamSection,
 };
 
 /// A problem at a key path; `load` adds which file the key came from.
@@ -98,6 +99,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     validate_routes(config, &mut p);
     validate_plugins(config, &mut p);
+    validate_loops(config, &mut p);
     for (name, up) in &config.upstreams {
         validate_upstream(name, up, &mut p);
     }
@@ -229,6 +231,64 @@ fn validate_plugins(config: &Config, p: &mut Problems) {
             );
         }
     }
+}
+
+fn validate_loops(config: &Config, p: &mut Problems) {
+    p.positive(
+        "telemetry.current_window",
+        config.telemetry.current_window.is_zero(),
+    );
+    if config.telemetry.current_window.get() > std::time::Duration::from_secs(60) {
+        p.add("telemetry.current_window", "must be at most 60s");
+    }
+    let a = &config.alerts;
+    p.positive("alerts.interval", a.interval.is_zero());
+    p.positive("alerts.webhook_timeout", a.webhook_timeout.is_zero());
+    p.positive("alerts.webhook_repeat", a.webhook_repeat.is_zero());
+    if let Some(url) = &a.webhook_url {
+        match url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+            _ => p.add(
+                "alerts.webhook_url",
+                format!("invalid URL \"{url}\": expected http://HOST:PORT/path"),
+            ),
+        }
+    }
+    for name in a.rules.keys() {
+        let is_rule = config
+            .plugins
+            .iter()
+            .any(|pl| &pl.name == name && pl.kind == PluginKind::AlertRule);
+        if !is_rule {
+            p.add(
+                format!("alerts.rules.{name}"),
+                format!("no alert-rule plugin named \"{name}\""),
+            );
+        }
+    }
+    let o = &config.optimizer;
+    p.positive("optimizer.interval", o.interval.is_zero());
+    let b = &o.bounds;
+    for (key, bound) in [
+        ("concurrency_limit", &b.concurrency_limit),
+        ("backend_weight", &b.backend_weight),
+    ] {
+        let k = format!("optimizer.bounds.{key}");
+        p.at_least(format!("{k}.min"), bound.min.into(), 1);
+        p.not_below(format!("{k}.max"), bound.max, bound.min, "min");
+        p.at_least(format!("{k}.max_step"), bound.max_step.into(), 1);
+    }
+    p.at_most(
+        "optimizer.bounds.backend_weight.max",
+        b.backend_weight.max.into(),
+        MAX_WEIGHT.into(),
+    );
+    let c = &b.cache_capacity;
+    p.not_below("optimizer.bounds.cache_capacity.max", c.max, c.min, "min");
+    p.positive(
+        "optimizer.bounds.cache_capacity.max_step",
+        c.max_step.0 == 0,
+    );
 }
 
 fn valid_host_pattern(host: &str) -> bool {

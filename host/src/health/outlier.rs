@@ -21,8 +21,15 @@ pub enum Outcome {
     Failed,
 }
 
-/// Records an attempt: counters, metrics, and the outlier detector.
-pub fn record_outcome(upstream: &Upstream, idx: usize, outcome: Outcome, elapsed: Duration) {
+/// Records an attempt that ended at clock time `done_ns` after `elapsed`:
+/// counters, metrics, the backend's window, and the outlier detector.
+pub fn record_outcome(
+    upstream: &Upstream,
+    idx: usize,
+    outcome: Outcome,
+    elapsed: Duration,
+    done_ns: u64,
+) {
     let backend = &upstream.backends[idx];
     let state = &backend.state;
     state.requests.fetch_add(1, Relaxed);
@@ -36,6 +43,10 @@ pub fn record_outcome(upstream: &Upstream, idx: usize, outcome: Outcome, elapsed
     if failed {
         state.errors.fetch_add(1, Relaxed);
     }
+    let latency_us = elapsed.as_micros() as u64;
+    state
+        .series
+        .record(done_ns / 1_000_000, Some(latency_us), failed);
     let threshold = upstream.outlier.consecutive_failures;
     if threshold == 0 {
         return;

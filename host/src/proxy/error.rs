@@ -19,6 +19,8 @@ pub enum ProxyError {
         upstream: String,
         retry_after_secs: u64,
     },
+    #[error("the proxy is at its concurrency limit")]
+    Overloaded,
     #[error("every backend of upstream \"{upstream}\" is at its in-flight limit")]
     BreakerOpen { upstream: String },
     #[error("cannot connect to backend {addr}: {source}")]
@@ -52,9 +54,9 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoHealthyBackend { .. } | ProxyError::BreakerOpen { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyBackend { .. }
+            | ProxyError::BreakerOpen { .. }
+            | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -81,6 +83,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "request body too large",
             ProxyError::NoHealthyBackend { .. } => "no healthy backend available",
             ProxyError::BreakerOpen { .. } => "backends at capacity",
+            ProxyError::Overloaded => "over capacity, retry later",
             ProxyError::Connect { .. } => "backend unreachable",
             ProxyError::Backend { .. } => "backend failed",
             ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => "backend timed out",
@@ -107,7 +110,7 @@ impl ProxyError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ProxyError::BreakerOpen { .. } => {
+            ProxyError::BreakerOpen { .. } | ProxyError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The body may be half read; do not reuse the connection.

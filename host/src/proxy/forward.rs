@@ -168,19 +168,13 @@ async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
     );
     let result = tokio::time::timeout_at(until.into(), exchange).await;
     let elapsed = sent.elapsed();
+    let done = clock::ns_of(sent + elapsed);
     let addr = || backend.addr.to_string();
     match result {
         Ok(Ok((conn, head))) => {
-            backend
-                .state
-                .ewma
-                .observe(elapsed, clock::ns_of(sent + elapsed));
-            record_outcome(
-                &upstream,
-                idx,
-                Outcome::Response(head.parts.status.as_u16()),
-                elapsed,
-            );
+            backend.state.ewma.observe(elapsed, done);
+            let status = head.parts.status.as_u16();
+            record_outcome(&upstream, idx, Outcome::Response(status), elapsed, done);
             let mut parts = head.parts;
             prepare_response(&mut parts);
             let body = UpstreamBody::new(
@@ -200,7 +194,7 @@ async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
         }
         Ok(Err(UpstreamError::RequestBody(e))) => Err(ProxyError::ClientBody(e)),
         Ok(Err(UpstreamError::Connect(e))) => {
-            record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+            record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
             tracing::debug!(backend = %addr(), "connect failed: {e}");
             Err(ProxyError::Connect {
                 backend: idx,
@@ -209,7 +203,7 @@ async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
             })
         }
         Ok(Err(e)) => {
-            record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+            record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
             tracing::debug!(backend = %addr(), "request failed: {e}");
             Err(ProxyError::Backend {
                 backend: idx,
@@ -218,11 +212,8 @@ async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
             })
         }
         Err(_) => {
-            backend
-                .state
-                .ewma
-                .observe(elapsed, clock::ns_of(sent + elapsed));
-            record_outcome(&upstream, idx, Outcome::Failed, elapsed);
+            backend.state.ewma.observe(elapsed, done);
+            record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
             if until < attempt_deadline {
                 Err(ProxyError::RequestTimeout)
             } else {

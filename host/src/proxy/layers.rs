@@ -131,10 +131,19 @@ where
                 Err(e) => e.status().as_u16(),
             };
             route.metrics.requests.record(Some(status));
-            route
-                .metrics
-                .duration
-                .record(a.received.elapsed().as_secs_f64());
+            let elapsed = a.received.elapsed();
+            route.metrics.duration.record(elapsed.as_secs_f64());
+            let now_ms = (crate::clock::ns_of(a.received) + elapsed.as_nanos() as u64) / 1_000_000;
+            // A request failed when the answer is a 5xx (ours or the
+            // backend's). Answers the proxy gave without a backend (over
+            // capacity, too large) count, but their latency would only
+            // flatter the figures optimizers steer by.
+            let measured = match &result {
+                Ok(_) => true,
+                Err(e) => e.backend().is_some() || matches!(e, ProxyError::RequestTimeout),
+            };
+            let latency = measured.then_some(elapsed.as_micros() as u64);
+            route.windows.seconds.record(now_ms, latency, status >= 500);
             result
         })
     }

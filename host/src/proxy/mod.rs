@@ -5,13 +5,14 @@
 //! the assembly, top to bottom):
 //!
 //! ```text
-//! accept → limits → route → forwarded headers → retry → forward
+//! accept → limits → route → admission → forwarded headers → retry → forward
 //! ```
 //!
 //! Phases above `route` see an [`Arrival`]; from `route` down they see an
 //! [`Exchange`], which adds the route. Both carry the config snapshot the
 //! request runs on and the client's address.
 
+mod admission;
 mod error;
 mod forward;
 mod headers;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 
+pub use admission::Admission;
 pub use error::ProxyError;
 pub use listener::{Listener, ListenerHandle};
 pub use retry::RetryBudget;

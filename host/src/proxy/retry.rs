@@ -51,13 +51,7 @@ impl RetryBudget {
 
     fn slot(&self, second: u64) -> &Slot {
         let slot = &self.slots[(second % SLOTS as u64) as usize];
-        let seen = slot.second.load(Relaxed);
-        if seen != second
-            && slot
-                .second
-                .compare_exchange(seen, second, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if clock::claim_second(&slot.second, second) {
             slot.requests.store(0, Relaxed);
             slot.retries.store(0, Relaxed);
         }

@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
+use super::admission::{AdmissionLayer, Admit};
 use super::forward::Forward;
 use super::layers::{
     ForwardedHeaders, ForwardedHeadersLayer, Limits, LimitsLayer, RouteLayer, RoutePhase,
@@ -20,12 +21,13 @@ use super::retry::{Retry, RetryLayer};
 use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
 
 /// The phases a request passes through.
-pub type Stack = Limits<RoutePhase<ForwardedHeaders<Retry<Forward>>>>;
+pub type Stack = Limits<RoutePhase<Admit<ForwardedHeaders<Retry<Forward>>>>>;
 
 pub fn build_stack() -> Stack {
     ServiceBuilder::new()
         .layer(LimitsLayer) //            431, 413
         .layer(RouteLayer) //             host + path prefix → upstream, 404
+        .layer(AdmissionLayer) //         concurrency limit, 503
         .layer(ForwardedHeadersLayer) //  hop-by-hop, X-Forwarded-*, Via
         .layer(RetryLayer) //             budgeted retries to other backends
         .service(Forward) //              pick, breaker, send, outlier detection

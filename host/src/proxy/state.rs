@@ -5,7 +5,7 @@
 //! published through an `ArcSwap`. Each request loads it once and runs to
 //! completion on that snapshot, so a swap never changes a request midway.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +13,9 @@ use crate::balance::{self, Backend, Balancer, StateRegistry};
 use crate::config::{
     Config, HashKey, HealthSection, LimitsSection, OutlierSection, TimeoutsSection, UpstreamSection,
 };
-use crate::telemetry::{BackendMetrics, RouteMetrics, UpstreamMetrics};
+use crate::telemetry::{BackendMetrics, RouteMetrics, UpstreamMetrics, Windows};
 
+use super::admission::Admission;
 use super::retry::RetryBudget;
 use super::upstream::{ConnPool, Pools};
 
@@ -29,6 +30,8 @@ pub struct ProxyState {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Metrics for requests no route matched.
     pub unrouted: RouteMetrics,
+    pub admission: Arc<Admission>,
+    pub windows: Arc<Windows>,
 }
 
 #[derive(Debug)]
@@ -39,6 +42,8 @@ pub struct Route {
     prefix: String,
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
+    /// The process's sliding windows, which every finished request feeds.
+    pub windows: Arc<Windows>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +114,26 @@ pub struct Upstream {
 /// What each new state inherits from the ones before: learned backend state
 /// and warm connection pools, both keyed by backend, so a reload keeps them
 /// for backends that stay.
-#[derive(Default)]
 pub struct Carried {
     pub backends: StateRegistry,
     pub pools: Pools,
+    pub windows: Arc<Windows>,
+    pub admission: Arc<Admission>,
+    /// Backend weights an optimizer set, by `upstream/address`; a config
+    /// reload clears them so the config's weights apply again.
+    pub weights: Mutex<HashMap<String, u32>>,
+}
+
+impl Default for Carried {
+    fn default() -> Self {
+        Carried {
+            backends: StateRegistry::default(),
+            pools: Pools::default(),
+            windows: Arc::new(Windows::new(crate::clock::now_ms())),
+            admission: Arc::new(Admission::default()),
+            weights: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 impl ProxyState {
@@ -140,6 +161,7 @@ impl ProxyState {
                     host: HostMatch::parse(&r.host),
                     prefix: r.path_prefix.clone(),
                     upstream,
+                    windows: carried.windows.clone(),
                 }))
             })
             .collect();
@@ -156,6 +178,8 @@ impl ProxyState {
             routes: routes.into_boxed_slice(),
             upstreams,
             unrouted: RouteMetrics::new("none", "none"),
+            admission: carried.admission.clone(),
+            windows: carried.windows.clone(),
         }
     }
 
@@ -171,13 +195,21 @@ impl ProxyState {
 
 impl Upstream {
     fn build(name: &str, section: &UpstreamSection, config: &Config, carried: &Carried) -> Self {
+        let weights = carried
+            .weights
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
         let backends: Box<[Backend]> = section
             .backends
             .iter()
             .map(|b| Backend {
                 authority: b.address.authority(),
                 addr: b.address.clone(),
-                weight: b.weight,
+                weight: weights
+                    .get(&format!("{name}/{}", b.address))
+                    .copied()
+                    .unwrap_or(b.weight),
                 max_in_flight: section.breaker().max_in_flight,
                 state: carried.backends.state(name, &b.address),
                 metrics: BackendMetrics::new(name, b.address.as_str()),

@@ -3,6 +3,7 @@
 //! (`reload.rs`) replace these pieces one at a time, each with an atomic
 //! store, so requests in flight finish on what they started with.
 
+mod loops;
 mod reload;
 
 use std::net::SocketAddr;
@@ -16,10 +17,14 @@ use tokio::net::TcpListener;
 pub use reload::{ReloadOutcome, ReloadStatus, Trigger};
 
 use crate::admin::{self, AdminHandle};
+use crate::alerts::AlertEngine;
+use crate::alerts::webhook::Webhook;
 use crate::config::{ConfigErrors, Loaded};
 use crate::health::HealthChecks;
+use crate::optimize::OptimizerHost;
 use crate::plugins::{PluginEngine, PluginSet};
 use crate::proxy::{Carried, Listener, ListenerHandle, ProxyState};
+use crate::telemetry::ProcessStats;
 use crate::telemetry::{self, PrometheusExport};
 use crate::watch::FileWatch;
 
@@ -73,6 +78,11 @@ pub struct Server {
     listeners: tokio::sync::Mutex<Listeners>,
     reload_lock: tokio::sync::Mutex<()>,
     reload_status: std::sync::Mutex<ReloadStatus>,
+    pub alerts: AlertEngine,
+    pub optimizer: OptimizerHost,
+    webhook: Webhook,
+    process: std::sync::Mutex<ProcessStats>,
+    loops: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     draining: AtomicBool,
 }
 
@@ -159,8 +169,20 @@ impl Running {
             listeners: tokio::sync::Mutex::new(Listeners::default()),
             reload_lock: tokio::sync::Mutex::new(()),
             reload_status: std::sync::Mutex::new(ReloadStatus::default()),
+            alerts: AlertEngine::default(),
+            optimizer: OptimizerHost::default(),
+            webhook: Webhook::default(),
+            process: std::sync::Mutex::new(ProcessStats::default()),
+            loops: std::sync::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
         });
+        server
+            .carried
+            .admission
+            .set_limit(server.loaded.load().config.admission.max_concurrency);
+        if let Ok(mut l) = server.loops.lock() {
+            *l = loops::start(&server);
+        }
         server.restart_background();
         reload::watch_config(&server);
         tracing::info!("proxy listening on {}", proxy.local_addr());

@@ -217,6 +217,15 @@ impl Server {
             None
         };
 
+        // The config's weights apply again; optimizers adjust from there.
+        if let Ok(mut w) = self.carried.weights.lock() {
+            w.clear();
+        }
+        if new.admission.max_concurrency != old.admission.max_concurrency {
+            self.carried
+                .admission
+                .set_limit(new.admission.max_concurrency);
+        }
         let state = ProxyState::build(new, &loaded.version, &self.carried);
         let drain = state.timeouts.drain.get();
         self.state.store(Arc::new(state));

@@ -6,11 +6,15 @@
 //! path is an atomic add and never a registry lookup. Gauges that describe
 //! state (in-flight, health, ejection) are set when `/metrics` is scraped.
 
+mod process;
 mod prometheus;
 mod snapshot;
+mod windows;
 
+pub use process::ProcessStats;
 pub use prometheus::{PrometheusExport, install};
 pub use snapshot::{BackendStats, Snapshot, WindowStats};
+pub use windows::{Series, Windows};
 
 use metrics::{Counter, Histogram};
 

@@ -2,10 +2,13 @@
 //! slower or fail more than their peers ("resource based" balancing).
 //!
 //! Within each upstream, a backend's target weight is
-//! `max_weight × (fastest EWMA / its EWMA)^exponent × (1 − error rate)^error_penalty`,
-//! kept within `min_weight..=max_weight` so a slow backend still gets the
-//! samples that show when it recovers. Targets are smoothed between
-//! decisions. Backends without requests in the window keep their weight.
+//! `max_weight × (fastest p99 / its p99)^exponent × (1 − error rate)^error_penalty`,
+//! from the current window's figures, kept within `min_weight..=max_weight`
+//! so a slow backend still gets the samples that show when it recovers.
+//! (The window's p99 follows a recovery within one window; the Peak-EWMA
+//! would take tens of seconds to forget a slow period.) Targets are smoothed
+//! between decisions. Backends with fewer than `min_requests` requests in the
+//! window keep their weight.
 //!
 //! Config (JSON), with defaults:
 //! `{"max_weight": 100, "min_weight": 5, "exponent": 1.0, "error_penalty": 4.0,
@@ -68,17 +71,17 @@ impl Optimizer for LatencyWeights {
         let c = &self.0;
         let mut st: State = serde_json::from_slice(state).unwrap_or_default();
         let measured =
-            |b: &&BackendStats| b.requests >= c.min_requests && b.ewma_latency_us > 0 && !b.ejected;
+            |b: &&BackendStats| b.requests >= c.min_requests && b.p99_us > 0 && !b.ejected;
         let mut fastest: BTreeMap<&str, u64> = BTreeMap::new();
         for b in s.backends.iter().filter(measured) {
             let f = fastest.entry(upstream_of(b)).or_insert(u64::MAX);
-            *f = (*f).min(b.ewma_latency_us);
+            *f = (*f).min(b.p99_us);
         }
         let mut adjustments = Vec::new();
         let mut notes = Vec::new();
         for b in s.backends.iter().filter(measured) {
             let best = fastest[upstream_of(b)] as f64;
-            let speed = (best / b.ewma_latency_us as f64).powf(c.exponent);
+            let speed = (best / b.p99_us as f64).powf(c.exponent);
             let error_rate = b.errors as f64 / b.requests as f64;
             let health = (1.0 - error_rate).max(0.0).powf(c.error_penalty);
             let target = (f64::from(c.max_weight) * speed * health)
@@ -100,9 +103,9 @@ impl Optimizer for LatencyWeights {
                     weight,
                 }));
                 notes.push(format!(
-                    "{} {:.1} ms, {:.0}% errors: weight {} -> {weight}",
+                    "{} p99 {:.1} ms, {:.0}% errors: weight {} -> {weight}",
                     b.id,
-                    b.ewma_latency_us as f64 / 1000.0,
+                    b.p99_us as f64 / 1000.0,
                     error_rate * 100.0,
                     b.weight
                 ));

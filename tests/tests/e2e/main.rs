@@ -8,6 +8,7 @@ mod cli;
 mod health;
 mod lifecycle;
 mod limits;
+mod live;
 mod plugins;
 mod plugins_live;
 mod reload;

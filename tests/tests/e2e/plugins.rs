@@ -229,6 +229,7 @@ fn latency_weights_lowers_the_slow_backends_weight() {
         healthy: true,
         weight,
         ewma_latency_us: ewma_ms * 1000,
+        p99_us: ewma_ms * 1000,
         requests: 100,
         ..BackendStats::default()
     };

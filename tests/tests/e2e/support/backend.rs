@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 
-#[derive(Default)]
+/// Permits that stand for "no concurrency limit".
+const UNLIMITED: usize = 1 << 20;
+
 pub struct Control {
     pub status: AtomicU16,
     pub health_status: AtomicU16,
@@ -28,6 +30,13 @@ pub struct Control {
     pub release: Notify,
     /// Close the connection without answering.
     pub drop_connections: AtomicBool,
+    /// Every nth request gets a 500 (0: none).
+    pub fail_every: AtomicU32,
+    /// Requests served at once, first come first served; more wait in a
+    /// queue. Makes latency grow with load, as a saturated service's does.
+    gate: tokio::sync::Semaphore,
+    /// (permits the gate has, permits it should have)
+    gate_size: std::sync::Mutex<(usize, usize)>,
     pub requests: AtomicU64,
     pub health_checks: AtomicU64,
     pub active: AtomicU32,
@@ -49,9 +58,22 @@ impl TestBackend {
             .await
             .expect("bind test backend");
         let addr = tcp.local_addr().expect("local addr");
-        let ctl = Arc::new(Control::default());
-        ctl.status.store(200, SeqCst);
-        ctl.health_status.store(200, SeqCst);
+        let ctl = Arc::new(Control {
+            status: AtomicU16::new(200),
+            health_status: AtomicU16::new(200),
+            latency_ms: AtomicU64::new(0),
+            hold: AtomicBool::new(false),
+            release: Notify::new(),
+            drop_connections: AtomicBool::new(false),
+            fail_every: AtomicU32::new(0),
+            gate: tokio::sync::Semaphore::new(UNLIMITED),
+            gate_size: std::sync::Mutex::new((UNLIMITED, UNLIMITED)),
+            requests: AtomicU64::new(0),
+            health_checks: AtomicU64::new(0),
+            active: AtomicU32::new(0),
+            by_method: Mutex::default(),
+            last_headers: Mutex::default(),
+        });
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accept = tokio::spawn(accept_loop(
             tcp,
@@ -98,6 +120,24 @@ impl TestBackend {
         self.ctl.hold.store(on, SeqCst);
         if !on {
             self.ctl.release.notify_waiters();
+        }
+    }
+
+    pub fn fail_every(&self, n: u32) {
+        self.ctl.fail_every.store(n, SeqCst);
+    }
+
+    /// Serve at most `n` requests at once (0: no limit).
+    pub fn set_concurrency(&self, n: u32) {
+        let target = if n == 0 { UNLIMITED } else { n as usize };
+        let mut size = self.ctl.gate_size.lock().unwrap();
+        size.1 = target;
+        if target > size.0 {
+            self.ctl.gate.add_permits(target - size.0);
+            size.0 = target;
+        } else {
+            // Free permits go now; permits in use go as they are released.
+            size.0 -= self.ctl.gate.forget_permits(size.0 - target);
         }
     }
 
@@ -159,7 +199,7 @@ async fn serve(
         ctl.requests.fetch_add(1, SeqCst);
         return Err(std::io::Error::other("dropping the connection on purpose"));
     }
-    ctl.requests.fetch_add(1, SeqCst);
+    let n = ctl.requests.fetch_add(1, SeqCst) + 1;
     *ctl.by_method
         .lock()
         .unwrap()
@@ -168,9 +208,19 @@ async fn serve(
     *ctl.last_headers.lock().unwrap() = Some(req.headers().clone());
     ctl.active.fetch_add(1, SeqCst);
     let _ = req.into_body().collect().await;
+    let place = ctl.gate.acquire().await.expect("the gate is never closed");
     let latency = ctl.latency_ms.load(SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    {
+        let mut size = ctl.gate_size.lock().unwrap();
+        if size.0 > size.1 {
+            place.forget();
+            size.0 -= 1;
+        } else {
+            drop(place);
+        }
     }
     while ctl.hold.load(SeqCst) {
         let released = ctl.release.notified();
@@ -181,7 +231,13 @@ async fn serve(
     }
     ctl.active.fetch_sub(1, SeqCst);
     let mut r = Response::new(Full::new(Bytes::from(name.clone())));
-    *r.status_mut() = StatusCode::from_u16(ctl.status.load(SeqCst)).unwrap();
+    let every = u64::from(ctl.fail_every.load(SeqCst));
+    let status = if every > 0 && n.is_multiple_of(every) {
+        500
+    } else {
+        ctl.status.load(SeqCst)
+    };
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r.headers_mut().insert("x-backend", name.parse().unwrap());
     Ok(r)
 }

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod client;
 pub mod proxy;
+pub mod receiver;
 
 pub use backend::TestBackend;
 pub use client::{Http, get, request};

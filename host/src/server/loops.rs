@@ -1,0 +1,379 @@
+//! The control-plane loops that watch and steer the proxy: snapshots of the
+//! sliding windows, alert-rule evaluation, and optimizer decisions. Each
+//! reads the config in force at every tick, so reloads change intervals,
+//! rules and bounds without a restart. Plugin calls run off the async
+//! runtime; the request path only ever reads the knobs they set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::Server;
+use crate::alerts::webhook::PostableAlert;
+use crate::alerts::{AlertView, Evaluation};
+use crate::clock;
+use crate::optimize::{Change, DecisionRecord, clamp};
+use crate::plugins::bindings::optimize::Adjustment;
+use crate::plugins::{PluginFailure, PluginSnapshot};
+use crate::telemetry::{BackendStats, ProcessStats, Snapshot};
+
+/// Longer windows every snapshot carries.
+pub const WINDOWS_MS: [u32; 5] = [60_000, 300_000, 1_800_000, 3_600_000, 21_600_000];
+
+impl Server {
+    /// What alert rules and optimizers see now.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = clock::now_ms();
+        let loaded = self.loaded.load();
+        let state = self.state.load();
+        let current_ms = loaded.config.telemetry.current_window.get().as_millis() as u32;
+        let windows = &self.carried.windows;
+        let backend_span = u64::from(current_ms).div_ceil(1000).min(10);
+        let now_s = now / 1000;
+        let backends = state
+            .upstreams
+            .values()
+            .flat_map(|up| {
+                up.backends.iter().map(move |b| {
+                    let view = b.view();
+                    let recent = b
+                        .state
+                        .series
+                        .totals(now_s + 1 - backend_span.min(now_s + 1), now_s + 1);
+                    let stats = recent.stats(current_ms, backend_span * 1000);
+                    BackendStats {
+                        id: format!("{}/{}", up.name, b.addr),
+                        healthy: view.healthy,
+                        ejected: view.ejected,
+                        weight: b.weight,
+                        in_flight: view.in_flight,
+                        ewma_latency_us: view.ewma_latency_us,
+                        requests: stats.requests,
+                        errors: stats.errors,
+                        p99_us: stats.p99_us,
+                    }
+                })
+            })
+            .collect();
+        let cpu = self
+            .process
+            .lock()
+            .map(|mut p| p.cpu_utilization())
+            .unwrap_or(0.0);
+        Snapshot {
+            now_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            current: windows.window(now, current_ms),
+            windows: WINDOWS_MS
+                .iter()
+                .map(|&ms| windows.window(now, ms))
+                .collect(),
+            in_flight: state.admission.in_flight(),
+            concurrency_limit: state.admission.limit(),
+            cache_capacity_bytes: 0,
+            cpu_utilization: cpu,
+            memory_rss_bytes: ProcessStats::rss_bytes(),
+            memory_limit_bytes: ProcessStats::memory_limit_bytes(),
+            backends,
+            firing_alerts: self.alerts.firing_names(),
+        }
+    }
+
+    /// Rebuilds the routing state from the config in force and the knobs,
+    /// after an optimizer changed backend weights.
+    async fn rebuild_state(&self) {
+        let _no_reload_meanwhile = self.reload_lock.lock().await;
+        let loaded = self.loaded.load();
+        let state = crate::proxy::ProxyState::build(&loaded.config, &loaded.version, &self.carried);
+        self.state.store(Arc::new(state));
+    }
+}
+
+/// Starts the alert and optimizer loops; they end when the server is gone.
+pub(super) fn start(server: &Arc<Server>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(alert_loop(Arc::downgrade(server))),
+        tokio::spawn(optimizer_loop(Arc::downgrade(server))),
+    ]
+}
+
+async fn alert_loop(server: Weak<Server>) {
+    let mut outbox: Vec<PostableAlert> = Vec::new();
+    let mut last_repeat = Instant::now();
+    loop {
+        let Some(s) = server.upgrade() else { return };
+        let cfg = s.loaded.load().config.alerts.clone();
+        drop(s);
+        tokio::time::sleep(cfg.interval.get()).await;
+        let Some(s) = server.upgrade() else { return };
+        let rules: Vec<_> = s.plugins.load().alerts().cloned().collect();
+        if rules.is_empty() && s.alerts.view().0.is_empty() {
+            continue;
+        }
+        let snapshot = s.snapshot();
+        let overrides = cfg.rules.clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let ps = PluginSnapshot::from(&snapshot);
+            rules
+                .iter()
+                .map(|rule| {
+                    let meta = rule.describe().ok();
+                    let over = overrides.get(&*rule.name);
+                    let for_ = over
+                        .and_then(|o| o.for_)
+                        .map(|d| d.get())
+                        .or(meta.as_ref().map(|m| ms(m.for_ms)));
+                    let keep = over
+                        .and_then(|o| o.keep_firing_for)
+                        .map(|d| d.get())
+                        .or(meta.as_ref().map(|m| ms(m.keep_firing_for_ms)));
+                    Evaluation {
+                        rule: rule.name.to_string(),
+                        for_: for_.unwrap_or_default(),
+                        keep_firing_for: keep.unwrap_or_default(),
+                        findings: rule.evaluate_or_report(&ps),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(evaluations) = evaluated else { continue };
+        let changes = s.alerts.update(evaluations, cfg.resolved_retention.get());
+        for a in &changes.fired {
+            tracing::warn!(rule = %a.rule, alert = %a.key, severity = a.severity, value = a.value, threshold = a.threshold, "alert firing: {}", a.summary);
+        }
+        for a in &changes.resolved {
+            tracing::info!(rule = %a.rule, alert = %a.key, "alert resolved: {}", a.summary);
+        }
+        set_firing_gauges(&s.alerts.firing());
+        let Some(url) = &cfg.webhook_url else {
+            outbox.clear();
+            continue;
+        };
+        let generator = format!(
+            "http://{}/admin/alerts",
+            s.loaded.load().config.admin.address
+        );
+        outbox.extend(
+            changes
+                .fired
+                .iter()
+                .chain(&changes.resolved)
+                .map(|v| PostableAlert::from_view(v, &generator)),
+        );
+        if last_repeat.elapsed() >= cfg.webhook_repeat.get() {
+            last_repeat = Instant::now();
+            let firing = s.alerts.firing();
+            outbox.extend(
+                firing
+                    .iter()
+                    .filter(|v| !changes.fired.iter().any(|f| same(f, v)))
+                    .map(|v| PostableAlert::from_view(v, &generator)),
+            );
+        }
+        if outbox.is_empty() {
+            continue;
+        }
+        match s
+            .webhook
+            .post(url, &outbox, cfg.webhook_timeout.get())
+            .await
+        {
+            Ok(()) => outbox.clear(),
+            Err(e) => {
+                metrics::counter!("switchyard_alert_webhook_failures_total").increment(1);
+                tracing::warn!(
+                    "alert webhook {url} failed ({e}); {} alert(s) will be sent again",
+                    outbox.len()
+                );
+                let keep = outbox.len().saturating_sub(1000);
+                outbox.drain(..keep);
+            }
+        }
+    }
+}
+
+fn ms(n: u32) -> Duration {
+    Duration::from_millis(u64::from(n))
+}
+
+fn same(a: &AlertView, b: &AlertView) -> bool {
+    a.rule == b.rule && a.key == b.key
+}
+
+/// `switchyard_alerts_firing{rule,severity}`: set for every pair seen, so a
+/// pair whose alerts resolved goes back to 0.
+fn set_firing_gauges(firing: &[AlertView]) {
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashMap<(String, &'static str), ()>>> = OnceLock::new();
+    let mut counts: HashMap<(String, &'static str), f64> = HashMap::new();
+    for a in firing {
+        *counts.entry((a.rule.clone(), a.severity)).or_default() += 1.0;
+    }
+    let Ok(mut seen) = SEEN.get_or_init(Default::default).lock() else {
+        return;
+    };
+    for key in counts.keys() {
+        seen.insert(key.clone(), ());
+    }
+    for (rule, severity) in seen.keys() {
+        let n = counts
+            .get(&(rule.clone(), *severity))
+            .copied()
+            .unwrap_or(0.0);
+        metrics::gauge!("switchyard_alerts_firing", "rule" => rule.clone(), "severity" => *severity).set(n);
+    }
+}
+
+async fn optimizer_loop(server: Weak<Server>) {
+    loop {
+        let Some(s) = server.upgrade() else { return };
+        let interval = s.loaded.load().config.optimizer.interval.get();
+        drop(s);
+        tokio::time::sleep(interval).await;
+        let Some(s) = server.upgrade() else { return };
+        let optimizers: Vec<_> = s.plugins.load().optimizers().cloned().collect();
+        if optimizers.is_empty() {
+            continue;
+        }
+        for plugin in optimizers {
+            let snapshot = s.snapshot();
+            let state = s.optimizer.state(&plugin.name);
+            let deciding = plugin.clone();
+            let decided = tokio::task::spawn_blocking(move || {
+                deciding.decide(&PluginSnapshot::from(&snapshot), &state)
+            })
+            .await;
+            match decided {
+                Ok(Ok(decision)) => {
+                    s.optimizer.set_state(&plugin.name, decision.state.clone());
+                    apply(&s, &plugin.name, decision.adjustments, decision.reason).await;
+                }
+                Ok(Err(failure)) => record_failure(&s, &failure),
+                Err(e) => tracing::error!(plugin = %plugin.name, "optimizer task failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The last good parameters stay: nothing is applied.
+fn record_failure(s: &Server, failure: &PluginFailure) {
+    tracing::warn!(plugin = %failure.plugin, "optimizer failed, knobs unchanged: {failure}");
+    let error = format!("{}: {}", failure.cause.as_str(), failure.message);
+    s.optimizer.record(DecisionRecord::new(
+        &failure.plugin,
+        String::new(),
+        Vec::new(),
+        false,
+        Some(error),
+    ));
+}
+
+/// Holds each adjustment to the bounds, then applies it (or not, in dry run).
+async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reason: String) {
+    let config = s.loaded.load().config.optimizer.clone();
+    let b = &config.bounds;
+    let state = s.state.load();
+    let mut changes = Vec::new();
+    let mut weights_changed = false;
+    for adj in adjustments {
+        match adj {
+            Adjustment::ConcurrencyLimit(requested) => {
+                let current = state.admission.limit();
+                let bound = &b.concurrency_limit;
+                let to = clamp(
+                    (current > 0).then_some(u64::from(current)),
+                    u64::from(requested),
+                    bound.min.into(),
+                    bound.max.into(),
+                    bound.max_step.into(),
+                );
+                if to != u64::from(current) {
+                    if !config.dry_run {
+                        state.admission.set_limit(to as u32);
+                    }
+                    changes.push(Change {
+                        knob: "concurrency_limit".into(),
+                        from: current.into(),
+                        requested: requested.into(),
+                        to,
+                        clamped: to != u64::from(requested),
+                    });
+                }
+            }
+            Adjustment::BackendWeight(w) => {
+                let Some(current) = state.upstreams.values().find_map(|up| {
+                    let (name, addr) = w.backend.split_once('/')?;
+                    (up.name == name).then(|| {
+                        up.backends
+                            .iter()
+                            .find(|bk| bk.addr.as_str() == addr)
+                            .map(|bk| bk.weight)
+                    })?
+                }) else {
+                    tracing::debug!(plugin, "weight for unknown backend {} ignored", w.backend);
+                    continue;
+                };
+                let bound = &b.backend_weight;
+                let to = clamp(
+                    Some(current.into()),
+                    w.weight.into(),
+                    bound.min.into(),
+                    bound.max.into(),
+                    bound.max_step.into(),
+                );
+                if to != u64::from(current) {
+                    if !config.dry_run
+                        && let Ok(mut weights) = s.carried.weights.lock()
+                    {
+                        weights.insert(w.backend.clone(), to as u32);
+                        weights_changed = true;
+                    }
+                    changes.push(Change {
+                        knob: format!("weight {}", w.backend),
+                        from: current.into(),
+                        requested: w.weight.into(),
+                        to,
+                        clamped: to != u64::from(w.weight),
+                    });
+                }
+            }
+            Adjustment::CacheCapacityBytes(requested) => {
+                tracing::debug!(
+                    plugin,
+                    "cache capacity {requested} ignored: no response cache is configured"
+                );
+            }
+        }
+    }
+    if weights_changed {
+        s.rebuild_state().await;
+    }
+    for c in &changes {
+        let clamp_note = if c.clamped {
+            format!(" (asked {}, held to the bounds)", c.requested)
+        } else {
+            String::new()
+        };
+        let verb = if config.dry_run {
+            "would change"
+        } else {
+            "changed"
+        };
+        tracing::info!(
+            plugin,
+            "optimizer {verb} {} {} -> {}{clamp_note}: {reason}",
+            c.knob,
+            c.from,
+            c.to
+        );
+    }
+    s.optimizer.record(DecisionRecord::new(
+        plugin,
+        reason,
+        changes,
+        config.dry_run,
+        None,
+    ));
+}

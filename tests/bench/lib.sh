@@ -1,0 +1,83 @@
+# Shared by the benchmark scripts: build, start, measure with wrk, medians.
+# Sourced, not run. Expects DURATION, CONNS and WORK (a scratch directory).
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# CPU 0: load generator and backend; CPU 1: the proxy under test.
+PIN_PROXY="taskset -c 1"
+PIN_LOAD="taskset -c 0"
+[ "$(nproc)" -ge 2 ] || { PIN_PROXY=""; PIN_LOAD=""; }
+
+need() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (Debian: apt-get install $tool)" >&2; exit 2; }
+  done
+}
+
+build() {
+  cargo build --release -q -p switchyard -p switchyard-tests --bin switchyard --bin bench-backend
+}
+
+start_backend() { # PORT
+  $PIN_LOAD target/release/bench-backend "127.0.0.1:$1" 64 2>/dev/null &
+  PIDS+=($!)
+}
+
+wait_up() { # PORT...
+  for port in "$@"; do
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+}
+
+# A Switchyard config with one worker and one backend; extra TOML appended.
+switchyard_config() { # FILE PORT ADMIN_PORT BACKEND_PORT [EXTRA]
+  cat > "$1" <<CONF
+[runtime]
+worker_threads = 1
+[log]
+level = "warn"
+[listen]
+address = "127.0.0.1:$2"
+[admin]
+address = "127.0.0.1:$3"
+[[routes]]
+upstream = "app"
+[upstreams.app]
+strategy = "round_robin"
+backends = [{ address = "127.0.0.1:$4" }]
+${5:-}
+CONF
+}
+
+start_switchyard() { # CONFIG
+  $PIN_PROXY target/release/switchyard run --config "$1" 2>>"$WORK/switchyard.log" &
+  PIDS+=($!)
+}
+
+# Prints "REQ_PER_S P99" for one wrk run against PORT.
+measure() {
+  local out
+  out=$($PIN_LOAD wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" 2>&1)
+  echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out")"
+}
+
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# Runs ROUNDS rounds of wrk against each NAME:PORT in turn, printing a line
+# per run and collecting the req/s per name in the associative array RPS.
+declare -A RPS
+run_rounds() { # ROUNDS NAME:PORT...
+  local rounds=$1; shift
+  printf '%-12s %5s %12s %10s\n' target round req/s p99
+  for round in $(seq "$rounds"); do
+    for target in "$@"; do
+      local name=${target%%:*} port=${target##*:} rps p99
+      read -r rps p99 < <(measure "$port")
+      RPS[$name]="${RPS[$name]:-} $rps"
+      printf '%-12s %5s %12s %10s\n' "$name" "$round" "$rps" "$p99"
+    done
+  done
+  echo
+}

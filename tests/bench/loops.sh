@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Do the alert and optimizer loops disturb the data plane? Two Switchyards
+# (one worker each) in front of the same backend: one with the four example
+# plugins evaluated every second, one without; wrk against each in turn.
+# Prints requests/s per round and the median ratio with/without.
+#
+# Usage: tests/bench/loops.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
+# Needs: wrk; the plugins built (cargo build --release --target wasm32-wasip2
+# in plugins/).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${1:-10}; CONNS=${2:-32}; ROUNDS=${3:-3}
+WORK=$(mktemp -d)
+source tests/bench/lib.sh
+need wrk
+BACKEND_PORT=3290; OFF_PORT=8290; ON_PORT=8291
+PLUGINS="$PWD/plugins/target/wasm32-wasip2/release"
+[ -f "$PLUGINS/thresholds.wasm" ] || { echo "build the plugins first" >&2; exit 2; }
+
+build
+start_backend $BACKEND_PORT
+switchyard_config "$WORK/off.toml" $OFF_PORT 9290 $BACKEND_PORT
+switchyard_config "$WORK/on.toml" $ON_PORT 9291 $BACKEND_PORT "
+[alerts]
+interval = \"1s\"
+[optimizer]
+interval = \"1s\"
+[[plugins]]
+name = \"thresholds\"
+kind = \"alert-rule\"
+path = \"$PLUGINS/thresholds.wasm\"
+[[plugins]]
+name = \"slo\"
+kind = \"alert-rule\"
+path = \"$PLUGINS/slo_burn_rate.wasm\"
+[[plugins]]
+name = \"gradient-limit\"
+kind = \"optimizer\"
+path = \"$PLUGINS/gradient_limit.wasm\"
+config = { initial_limit = 5000, max_limit = 10000 }
+[[plugins]]
+name = \"latency-weights\"
+kind = \"optimizer\"
+path = \"$PLUGINS/latency_weights.wasm\""
+start_switchyard "$WORK/off.toml"
+start_switchyard "$WORK/on.toml"
+wait_up $BACKEND_PORT $OFF_PORT $ON_PORT
+
+run_rounds "$ROUNDS" off:$OFF_PORT on:$ON_PORT
+
+off=$(median "${RPS[off]}"); on=$(median "${RPS[on]}")
+echo "median req/s: loops off $off, loops on $on"
+awk -v a="$on" -v b="$off" 'BEGIN { printf "on/off = %.3f\n", a/b }'
