@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo` and `plugin test`.
+//! The command line: `run`, `check`, `demo`, `bench` and `plugin test`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +55,9 @@ enum Command {
     Check(CheckArgs),
     /// Start three sample backends and the proxy on the default config.
     Demo(ConfigArgs),
+    /// Send load to a target with an operation-generator plugin and report
+    /// latency, throughput and errors.
+    Bench(Box<crate::loadgen::BenchArgs>),
     /// Work with plugins without a running proxy.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
             })
         }),
         Command::Demo(args) => serve(&args, |prepared| Box::pin(crate::demo::run(prepared))),
+        Command::Bench(args) => crate::loadgen::main(&args),
         Command::Plugin(PluginCommand::Test { file, input }) => {
             plugin_test(&file, input.as_deref())
         }

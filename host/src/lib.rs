@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod loadgen;
 pub mod logging;
 pub mod optimize;
 pub mod plugins;

@@ -13,7 +13,7 @@ use figment::value::UncasedStr;
 use figment::{Figment, Source};
 use sha2::{Digest, Sha256};
 
-use super::schema::Config;
+use super::schema::{BenchSection, Config};
 use super::validate;
 
 /// Prefix of environment variables that override config keys.
@@ -172,16 +172,7 @@ fn figment_for(source: &ConfigSource) -> Result<Figment, ConfigErrors> {
     if let Some(profile_path) = source.profile_path() {
         if !profile_path.is_file() {
             let name = source.profile.as_deref().unwrap_or_default();
-            let available = available_profiles(&source.profiles_dir());
-            let available = if available.is_empty() {
-                format!("no profiles in {}", source.profiles_dir().display())
-            } else {
-                format!("available: {}", available.join(", "))
-            };
-            return Err(ConfigErrors::one(
-                profile_path.display().to_string(),
-                format!("unknown profile \"{name}\" ({available})"),
-            ));
+            return Err(unknown_profile(&source.profiles_dir(), name, &profile_path));
         }
         figment = figment.merge(Toml::file_exact(profile_path));
     }
@@ -191,6 +182,61 @@ fn figment_for(source: &ConfigSource) -> Result<Figment, ConfigErrors> {
         .filter(|k: &UncasedStr| k.as_str().contains("__"))
         .split("__");
     Ok(figment.merge(env))
+}
+
+fn unknown_profile(dir: &Path, name: &str, path: &Path) -> ConfigErrors {
+    let available = available_profiles(dir);
+    let available = if available.is_empty() {
+        format!("no profiles in {}", dir.display())
+    } else {
+        format!("available: {}", available.join(", "))
+    };
+    ConfigErrors::one(
+        path.display().to_string(),
+        format!("unknown profile \"{name}\" ({available})"),
+    )
+}
+
+/// The `[bench]` section of profile `name` in `dir` (empty when the profile
+/// has none), validated; errors name the file and key path.
+pub fn load_bench_profile(dir: &Path, name: &str) -> Result<BenchSection, ConfigErrors> {
+    let path = dir.join(format!("{name}.toml"));
+    if !path.is_file() {
+        return Err(unknown_profile(dir, name, &path));
+    }
+    let source = ConfigSource::new(path.clone(), None);
+    let figment = Figment::from(Toml::file_exact(&path));
+    if figment.find_value("bench").is_err() {
+        return Ok(BenchSection::default());
+    }
+    let bench: BenchSection = figment.extract_inner("bench").map_err(|e| {
+        let mut errors = from_figment(e, &source);
+        for err in &mut errors.0 {
+            if !err.key.starts_with("bench") {
+                err.key = if err.key.is_empty() {
+                    "bench".to_string()
+                } else {
+                    format!("bench.{}", err.key)
+                };
+            }
+        }
+        errors
+    })?;
+    let problems = validate::validate_bench(&bench);
+    if problems.is_empty() {
+        return Ok(bench);
+    }
+    let origin = path.display().to_string();
+    Err(ConfigErrors(
+        problems
+            .into_iter()
+            .map(|p| ConfigError {
+                origin: origin.clone(),
+                key: p.key,
+                message: p.message,
+            })
+            .collect(),
+    ))
 }
 
 /// Profile names found next to the base config, sorted.

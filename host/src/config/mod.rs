@@ -11,7 +11,10 @@ mod validate;
 pub use diff::{Change, ChangeKind, diff};
 pub use load::{
     ConfigError, ConfigErrors, ConfigSource, ENV_PREFIX, Loaded, available_profiles, load,
+    load_bench_profile,
 };
 pub use schema::*;
 pub use types::{BackendAddr, ByteSize, Dur, HashKey, ListenAddr, StatusRange};
-pub use validate::{PLUGIN_MEMORY_MAX, PLUGIN_MEMORY_MIN};
+pub use validate::{
+    MAX_BENCH_CONCURRENCY, PLUGIN_MEMORY_MAX, PLUGIN_MEMORY_MIN, Problem, validate_bench,
+};

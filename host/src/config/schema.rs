@@ -44,6 +44,10 @@ pub struct Config {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub optimizer: OptimizerSection,
+    /// Settings of `switchyard bench` that a profile carries; the proxy
+    /// itself ignores them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -640,4 +644,89 @@ pub struct SizeBound {
     pub min: ByteSize,
     pub max: ByteSize,
     pub max_step: ByteSize,
+}
+
+/// How `switchyard bench` drives load.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchModel {
+    /// A fixed number of workers, each issuing its next operation when the
+    /// previous one finished.
+    #[default]
+    Closed,
+    /// Operations start at a constant arrival rate, whatever the latency.
+    Open,
+}
+
+impl BenchModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchModel::Closed => "closed",
+            BenchModel::Open => "open",
+        }
+    }
+}
+
+/// The shape of one phase of a bench run.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseKind {
+    /// Moves linearly from the previous phase's level to this one's.
+    Ramp,
+    /// Holds this phase's level.
+    Steady,
+    /// Jumps to this phase's level at once and holds it.
+    Spike,
+}
+
+impl PhaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseKind::Ramp => "ramp",
+            PhaseKind::Steady => "steady",
+            PhaseKind::Spike => "spike",
+        }
+    }
+}
+
+/// One phase: a duration and a level, which is a rate (open model) or a
+/// number of workers (closed model).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSection {
+    pub kind: PhaseKind,
+    pub duration: Dur,
+    /// Operations per second (open model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Concurrent workers (closed model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+/// `[bench]` in a profile: what `switchyard bench --profile NAME` runs.
+/// Command-line flags override each value.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSection {
+    #[serde(default)]
+    pub model: BenchModel,
+    /// Closed model: workers when a phase names none. Open model: the most
+    /// operations in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Handed to the generator's `init` (a table as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<serde_json::Value>,
+    /// Bound on each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Extra attempts for a retryable failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Consecutive failed attempts that open the circuit breaker; 0 is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failures: Option<u32>,
+    #[serde(default)]
+    pub phases: Vec<PhaseSection>,
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::schema::{
-    BreakerSection, Config, HealthSection, OutlierSection, PluginKind, RetrySection, Strategy,
-    UpstreamSection,
+    BenchModel, BenchSection, BreakerSection, Config, HealthSection, OutlierSection, PluginKind,
+    RetrySection, Strategy, UpstreamSection,
 };
 
 /// A problem at a key path; `load` adds which file the key came from.
@@ -99,6 +99,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     validate_routes(config, &mut p);
     validate_plugins(config, &mut p);
+    if let Some(bench) = &config.bench {
+        p.0.extend(validate_bench(bench));
+    }
     validate_loops(config, &mut p);
     for (name, up) in &config.upstreams {
         validate_upstream(name, up, &mut p);
@@ -112,6 +115,51 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         d.breaker.as_ref(),
         &mut p,
     );
+    p.0
+}
+
+/// Most workers (closed model) or operations in flight (open model) of
+/// `switchyard bench`.
+pub const MAX_BENCH_CONCURRENCY: u32 = 10_000;
+
+/// Checks a `[bench]` section (from a profile, or as the command line
+/// resolved it); keys start with `bench.`.
+pub fn validate_bench(b: &BenchSection) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    let range = |p: &mut Problems, key: String, n: u32| {
+        if !(1..=MAX_BENCH_CONCURRENCY).contains(&n) {
+            p.add(
+                key,
+                format!("must be between 1 and {MAX_BENCH_CONCURRENCY}"),
+            );
+        }
+    };
+    if let Some(c) = b.concurrency {
+        range(&mut p, "bench.concurrency".into(), c);
+    }
+    if let Some(t) = b.timeout {
+        p.positive("bench.timeout", t.is_zero());
+    }
+    for (i, phase) in b.phases.iter().enumerate() {
+        let key = format!("bench.phases[{i}]");
+        p.positive(format!("{key}.duration"), phase.duration.is_zero());
+        match (b.model, phase.rate, phase.concurrency) {
+            (BenchModel::Open, Some(rate), None) => {
+                if !(0.0..=1e7).contains(&rate) {
+                    p.add(format!("{key}.rate"), "must be between 0 and 10000000");
+                }
+            }
+            (BenchModel::Closed, None, Some(c)) => range(&mut p, format!("{key}.concurrency"), c),
+            (BenchModel::Open, _, _) => p.add(
+                key,
+                "an open-model phase needs `rate` (and no `concurrency`)",
+            ),
+            (BenchModel::Closed, _, _) => p.add(
+                key,
+                "a closed-model phase needs `concurrency` (and no `rate`)",
+            ),
+        }
+    }
     p.0
 }
 

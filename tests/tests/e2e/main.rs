@@ -4,6 +4,7 @@
 mod support;
 
 mod balance;
+mod bench;
 mod cli;
 mod health;
 mod lifecycle;

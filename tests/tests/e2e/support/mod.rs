@@ -6,6 +6,7 @@ pub mod backend;
 pub mod client;
 pub mod proxy;
 pub mod receiver;
+pub mod rest;
 
 pub use backend::TestBackend;
 pub use client::{Http, get, request};

@@ -1,9 +1,14 @@
 //! `switchyard demo`: sample backends on loopback plus the proxy on the
-//! default config, so a newcomer can watch it balance and curl it.
+//! default config, so a newcomer can watch it balance and curl it. The
+//! backends share a REST-style `/items` resource, and the demo runs a short
+//! `crud-mix` bench against it through the proxy.
+
+pub mod rest;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,14 +24,21 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::server::{Prepared, Running};
+use rest::RestStore;
 
 /// Latencies of the demo's sample backends, in config order.
 const LATENCIES_MS: [u64; 3] = [2, 10, 40];
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
-/// Serves a sample backend on `tcp`: `/healthz` answers at once, anything
-/// else after `latency` with a small JSON body naming the backend.
-pub fn sample_backend(tcp: TcpListener, name: String, latency: Duration) -> JoinHandle<()> {
+/// Serves a sample backend on `tcp`: `/healthz` answers at once, `/items`
+/// from the shared `store`, anything else after `latency` with a small JSON
+/// body naming the backend.
+pub fn sample_backend(
+    tcp: TcpListener,
+    name: String,
+    latency: Duration,
+    store: Arc<RestStore>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let builder = auto::Builder::new(TokioExecutor::new());
         loop {
@@ -34,10 +46,14 @@ pub fn sample_backend(tcp: TcpListener, name: String, latency: Duration) -> Join
                 continue;
             };
             let name = name.clone();
+            let store = store.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let name = name.clone();
+                let store = store.clone();
                 async move {
-                    let resp = if req.uri().path() == "/healthz" {
+                    let resp = if RestStore::owns(req.uri().path()) {
+                        store.handle(req).await
+                    } else if req.uri().path() == "/healthz" {
                         Response::new(Full::new(Bytes::from_static(b"ok\n")))
                     } else {
                         tokio::time::sleep(latency).await;
@@ -82,6 +98,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         }
     }
     let mut backends = Vec::new();
+    let store = Arc::new(RestStore::default());
     for (i, addr) in addrs.iter().enumerate() {
         let tcp = TcpListener::bind(addr)
             .await
@@ -94,16 +111,19 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             "sample backend {name:<6} on {addr} answers after {} ms",
             latency.as_millis()
         );
-        backends.push(sample_backend(tcp, name, latency));
+        backends.push(sample_backend(tcp, name, latency, store.clone()));
     }
 
     let running = Running::start(prepared).await?;
     let proxy = running.proxy_addr();
     let admin = running.admin_addr();
     tally(proxy).await;
+    crud_bench(proxy).await;
     println!(
         "\nSwitchyard is running. Try:\n\
          \x20 curl -i http://{proxy}/hello\n\
+         \x20 curl -i -X POST -d '{{\"name\":\"x\"}}' http://{proxy}/items\n\
+         \x20 switchyard bench http://{proxy} --duration 10s --concurrency 32\n\
          \x20 curl http://{admin}/admin/backends\n\
          \x20 curl http://{admin}/admin/alerts\n\
          \x20 curl http://{admin}/admin/optimizer\n\
@@ -142,4 +162,45 @@ async fn tally(proxy: SocketAddr) {
     for (who, n) in counts {
         println!("  {who:<10} {n:>3}  {}", "#".repeat(n as usize));
     }
+}
+
+/// A short `crud-mix` run through the proxy against the shared `/items`.
+async fn crud_bench(proxy: SocketAddr) {
+    use crate::loadgen::{BenchArgs, Plan};
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+    let target = format!("http://{proxy}");
+    let argv = [
+        "bench",
+        target.as_str(),
+        "--duration",
+        "3s",
+        "--concurrency",
+        "16",
+        "--quiet",
+    ];
+    let plan = Args::try_parse_from(argv)
+        .map_err(|e| e.to_string())
+        .and_then(|a| Plan::resolve(&a.bench));
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            println!("\n(skipping the crud-mix bench: {e})");
+            return;
+        }
+    };
+    let plugin = match plan.load_generator() {
+        Ok(p) => p,
+        Err(e) => {
+            println!("\n(skipping the crud-mix bench: {e})");
+            return;
+        }
+    };
+    println!("\n3 s of crud-mix load (16 workers) through the proxy on /items:");
+    let report = crate::loadgen::run(&plan, plugin, false).await;
+    print!("{}", report.summary());
 }
