@@ -1,5 +1,9 @@
 # Shared by the benchmark scripts: build, start, measure with wrk, medians.
-# Sourced, not run. Expects DURATION, CONNS and WORK (a scratch directory).
+# Sourced, not run, from the repository root; reads the script's arguments
+# [DURATION_SECONDS] [CONNECTIONS] [ROUNDS] and makes a scratch directory.
+
+DURATION=${1:-10}; CONNS=${2:-32}; ROUNDS=${3:-3}
+WORK=$(mktemp -d)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

@@ -9,8 +9,6 @@
 # in plugins/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${1:-10}; CONNS=${2:-32}; ROUNDS=${3:-3}
-WORK=$(mktemp -d)
 source tests/bench/lib.sh
 need wrk
 BACKEND_PORT=3290; OFF_PORT=8290; ON_PORT=8291

@@ -8,8 +8,6 @@
 # Needs: wrk and nginx (Debian: apt-get install wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${1:-10}; CONNS=${2:-32}; ROUNDS=${3:-3}
-WORK=$(mktemp -d)
 source tests/bench/lib.sh
 need wrk nginx
 BACKEND_PORT=3190; SY_PORT=8190; SY_ADMIN=9190; NGINX_PORT=8191

@@ -4,15 +4,13 @@
 //! backoff and jitter, and a circuit breaker.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue, Method, request};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderName, HeaderValue, Method};
+use http_body_util::BodyExt;
 
 use super::stats::Recorder;
 use crate::config::PhaseKind;
@@ -303,13 +301,13 @@ impl Feeder {
     }
 }
 
-/// An operation ready to send.
+/// An operation ready to send: its request encoded once, head and body.
 struct Prepared {
     kind: OpKind,
     name: String,
     path: String,
-    parts: request::Parts,
-    body: Option<Bytes>,
+    method: Method,
+    request: Vec<u8>,
     retryable: bool,
     capture: Option<IdSource>,
 }
@@ -444,71 +442,79 @@ impl Engine {
         self.feeder().flush()
     }
 
+    /// Checks an operation and encodes it as an HTTP/1.1 request.
     fn prepare(&self, op: Operation) -> Result<Prepared, String> {
         let name = kind_name(&op);
         let method = Method::from_bytes(op.method.as_bytes())
             .map_err(|_| format!("invalid method \"{}\"", op.method))?;
-        let path = if op.path.starts_with('/') {
-            format!("{}{}", self.target.base, op.path)
-        } else {
-            format!("{}/{}", self.target.base, op.path)
-        };
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(path.as_str())
-            .header(http::header::HOST, self.target.host.clone());
+        // A request target is visible ASCII (RFC 9112 §3.2).
+        if op.path.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return Err(format!("invalid path \"{}\"", op.path.escape_debug()));
+        }
+        let body = op.body.as_deref().unwrap_or_default();
+        let mut request = Vec::with_capacity(128 + op.path.len() + body.len());
+        request.extend_from_slice(method.as_str().as_bytes());
+        request.push(b' ');
+        request.extend_from_slice(self.target.base.as_bytes());
+        if !op.path.starts_with('/') {
+            request.push(b'/');
+        }
+        request.extend_from_slice(op.path.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        request.extend_from_slice(self.target.host.as_bytes());
+        request.extend_from_slice(b"\r\n");
         for h in &op.headers {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| format!("invalid header name \"{}\"", h.name))?;
-            let value = HeaderValue::from_str(&h.value)
+            HeaderValue::from_str(&h.value)
                 .map_err(|_| format!("invalid value for header {}", h.name))?;
-            builder = builder.header(name, value);
+            if name == http::header::HOST || name == http::header::CONTENT_LENGTH {
+                continue;
+            }
+            request.extend_from_slice(name.as_str().as_bytes());
+            request.extend_from_slice(b": ");
+            request.extend_from_slice(h.value.as_bytes());
+            request.extend_from_slice(b"\r\n");
         }
-        if let Some(body) = &op.body {
-            builder = builder.header(http::header::CONTENT_LENGTH, body.len());
+        if op.body.is_some() {
+            request.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
         }
-        let (parts, ()) = builder
-            .body(())
-            .map_err(|e| format!("invalid operation {} {}: {e}", op.method, op.path))?
-            .into_parts();
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(body);
         Ok(Prepared {
             retryable: op.idempotent || self.policy.retry_non_idempotent,
             kind: op.kind,
             name,
             path: op.path,
-            parts,
-            body: op.body.map(Bytes::from),
+            method,
+            request,
             capture: op.capture_id,
         })
     }
 
     /// One exchange: the status and the captured id, if any.
     async fn attempt(&self, op: &Prepared) -> Result<(u16, Option<String>), Failure> {
-        let body = op.body.clone().map(|b| {
-            Full::new(b)
-                .map_err(|e: Infallible| match e {})
-                .boxed_unsync()
-        });
-        let (conn, head) = upstream::send(
+        let header = match &op.capture {
+            Some(IdSource::Header(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        let (conn, head) = upstream::send_encoded(
             &self.pool,
             &self.target.authority,
             self.policy.timeout,
-            &op.parts,
-            body,
+            &op.request,
+            &op.method,
+            header,
         )
         .await?;
-        let status = head.parts.status.as_u16();
+        let status = head.status;
         let success = (200..300).contains(&status);
-        let mut id = match &op.capture {
-            Some(IdSource::Header(name)) if success => head
-                .parts
-                .headers
-                .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim_end_matches('/').rsplit('/').next())
-                .map(str::to_string),
-            _ => None,
-        };
+        let mut id = head.captured.filter(|_| success).and_then(|v| {
+            v.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .map(str::to_string)
+        });
         let field = match &op.capture {
             Some(IdSource::JsonField(f)) if success => Some(f.as_str()),
             _ => None,
@@ -539,7 +545,8 @@ impl Engine {
 
     /// Runs one operation to its final outcome and records it; `started` is
     /// when it began (closed model) or was meant to begin (open model).
-    async fn run_op(&self, op: Operation, started: Instant) {
+    /// `now` is the time at hand when the caller already read the clock.
+    async fn run_op(&self, op: Operation, started: Instant, now: Option<Instant>) {
         let op = match self.prepare(op) {
             Ok(op) => op,
             Err(e) => {
@@ -551,12 +558,13 @@ impl Engine {
         };
         self.in_flight.fetch_add(1, Relaxed);
         let mut retries = 0;
+        let mut attempt_at = now.unwrap_or_else(Instant::now);
+        let mut end = attempt_at;
         let (status, id, error) = loop {
             if !self.breaker.allow() {
                 let why = "the circuit breaker is open after repeated failures";
                 break (0, None, Some(("circuit-open".to_string(), why.to_string())));
             }
-            let t0 = Instant::now();
             let outcome = tokio::time::timeout(self.policy.timeout, self.attempt(&op))
                 .await
                 .unwrap_or(Err(Failure::Timeout));
@@ -565,10 +573,14 @@ impl Engine {
                 Err(_) => (true, true),
             };
             self.breaker.record(failed);
-            self.recorder.attempt(t0.elapsed(), !failed, retries > 0);
+            end = Instant::now();
+            self.recorder
+                .attempt(end - attempt_at, !failed, retries > 0);
             if retryable && op.retryable && retries < self.policy.retries {
                 retries += 1;
                 tokio::time::sleep(self.policy.backoff(retries)).await;
+                attempt_at = Instant::now();
+                end = attempt_at;
                 continue;
             }
             break match outcome {
@@ -586,7 +598,7 @@ impl Engine {
             };
         };
         self.in_flight.fetch_sub(1, Relaxed);
-        let latency = started.elapsed();
+        let latency = end.saturating_duration_since(started);
         let result = OpResult {
             kind: op.kind,
             path: op.path,
@@ -616,7 +628,8 @@ impl Engine {
     /// Closed model: worker `index` runs while the schedule's level is above it.
     pub async fn closed_worker(self: Arc<Self>, index: u32, schedule: Arc<Schedule>, t0: Instant) {
         loop {
-            let Some(level) = schedule.level_at(t0.elapsed()) else {
+            let started = Instant::now();
+            let Some(level) = schedule.level_at(started - t0) else {
                 return;
             };
             if f64::from(index) >= level.ceil().max(1.0) {
@@ -626,9 +639,8 @@ impl Engine {
             if !self.claim() {
                 return;
             }
-            let started = Instant::now();
             match self.next_op() {
-                Ok(op) => self.run_op(op, started).await,
+                Ok(op) => self.run_op(op, started, Some(started)).await,
                 Err(why) => {
                     self.generator_failed(started, why);
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -672,7 +684,7 @@ impl Engine {
             tasks.spawn(async move {
                 let _permit = permit;
                 match op {
-                    Ok(op) => engine.run_op(op, intended).await,
+                    Ok(op) => engine.run_op(op, intended, None).await,
                     Err(why) => engine.generator_failed(intended, why),
                 }
             });

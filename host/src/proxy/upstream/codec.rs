@@ -2,6 +2,8 @@
 //! borrowed parts, and parsing a response head with body framing decided as
 //! RFC 9112 §6.3 says.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, request, response};
@@ -72,25 +74,33 @@ pub fn encode_request_head(parts: &request::Parts, framing: RequestFraming, out:
     out.extend_from_slice(b"\r\n");
 }
 
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// What a response head parser sees of one final (non-1xx) head.
+struct RawHead<'a, 'b> {
+    status: StatusCode,
+    version: Version,
+    headers: &'a [httparse::Header<'b>],
+    /// Address of the head's first byte, to turn header slices into offsets.
+    base: usize,
 }
 
-/// Parses a complete response head off the front of `buf`. `Ok(None)`: more
-/// bytes are needed. Interim (1xx) responses are consumed and skipped.
-pub fn parse_response_head(
+/// Parses a complete head off the front of `buf`, skipping interim (1xx)
+/// responses, lets `read` take what it needs from it, then consumes it and
+/// returns it frozen. `Ok(None)`: more bytes are needed.
+fn parse_head<T>(
     buf: &mut BytesMut,
-    method: &Method,
-) -> Result<Option<ResponseHead>, ParseError> {
+    mut read: impl FnMut(RawHead<'_, '_>) -> Result<T, ParseError>,
+) -> Result<Option<(T, Bytes)>, ParseError> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
+        // Uninitialised header slots: initialising 128 of them per response
+        // costs more than parsing a typical head.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(ParseError::TooLarge);
@@ -110,13 +120,28 @@ pub fn parse_response_head(
         } else {
             Version::HTTP_11
         };
-        // Offsets into the head, kept on the stack, so that the names and
-        // values can point into one shared, frozen copy of the head.
-        let base = buf.as_ptr() as usize;
-        let count = resp.headers.len();
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let at = |p: *const u8| (p as usize - base) as u32;
+        let out = read(RawHead {
+            status,
+            version,
+            headers: resp.headers,
+            base: buf.as_ptr() as usize,
+        })?;
+        return Ok(Some((out, buf.split_to(len).freeze())));
+    }
+}
+
+/// Parses a complete response head off the front of `buf`. `Ok(None)`: more
+/// bytes are needed. Interim (1xx) responses are consumed and skipped.
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, ParseError> {
+    // Offsets into the head, kept on the stack, so that the names and values
+    // can point into one shared, frozen copy of the head.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let parsed = parse_head(buf, |raw| {
+        for (span, h) in spans.iter_mut().zip(raw.headers.iter()) {
+            let at = |p: *const u8| (p as usize - raw.base) as u32;
             *span = (
                 at(h.name.as_ptr()),
                 h.name.len() as u32,
@@ -124,86 +149,142 @@ pub fn parse_response_head(
                 h.value.len() as u32,
             );
         }
-        let head: Bytes = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(count);
-        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-            let name = &head[name_at as usize..(name_at + name_len) as usize];
-            let name = HeaderName::from_bytes(name)
-                .map_err(|_| ParseError::Invalid("bad header name".into()))?;
-            let value = HeaderValue::from_maybe_shared(
-                head.slice(value_at as usize..(value_at + value_len) as usize),
-            )
-            .map_err(|_| ParseError::Invalid(format!("bad value of header {name}")))?;
-            map.append(name, value);
-        }
-
-        let mut keep_alive = match version {
-            Version::HTTP_10 => has_token(&map, &header::CONNECTION, "keep-alive"),
-            _ => !has_token(&map, &header::CONNECTION, "close"),
-        };
-        let no_body = *method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-            || status == StatusCode::SWITCHING_PROTOCOLS;
-        let framing = if no_body {
-            Framing::Empty
-        } else if map.contains_key(header::TRANSFER_ENCODING) {
-            let chunked_last = map
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-            if chunked_last {
-                // A length next to chunked coding is ignored (RFC 9112 §6.3).
-                map.remove(header::CONTENT_LENGTH);
-                Framing::Chunked
-            } else {
-                keep_alive = false;
-                Framing::UntilClose
-            }
-        } else if let Some(n) = content_length(&map)? {
-            Framing::Length(n)
-        } else {
-            keep_alive = false;
-            Framing::UntilClose
-        };
-
-        let mut parts = response::Response::new(()).into_parts().0;
-        parts.status = status;
-        parts.version = version;
-        parts.headers = map;
-        return Ok(Some(ResponseHead {
-            parts,
-            framing,
-            keep_alive,
-        }));
+        let iter = raw.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+        let framing = framing_of(raw.version, raw.status, method, iter)?;
+        Ok((raw.status, raw.version, raw.headers.len(), framing))
+    })?;
+    let Some(((status, version, count, (framing, keep_alive, ignore_length)), head)) = parsed
+    else {
+        return Ok(None);
+    };
+    let mut map = HeaderMap::with_capacity(count);
+    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        let name = &head[name_at as usize..(name_at + name_len) as usize];
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| ParseError::Invalid("bad header name".into()))?;
+        let value = HeaderValue::from_maybe_shared(
+            head.slice(value_at as usize..(value_at + value_len) as usize),
+        )
+        .map_err(|_| ParseError::Invalid(format!("bad value of header {name}")))?;
+        map.append(name, value);
     }
+    if ignore_length {
+        // A length next to chunked coding is ignored (RFC 9112 §6.3).
+        map.remove(header::CONTENT_LENGTH);
+    }
+    let mut parts = response::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = map;
+    Ok(Some(ResponseHead {
+        parts,
+        framing,
+        keep_alive,
+    }))
 }
 
-/// The `Content-Length`, refusing differing or malformed values.
-fn content_length(map: &HeaderMap) -> Result<Option<u64>, ParseError> {
-    let mut found: Option<u64> = None;
-    for v in map.get_all(header::CONTENT_LENGTH) {
-        for part in v
-            .to_str()
-            .map_err(|_| ParseError::Invalid("bad content-length".into()))?
-            .split(',')
-        {
-            let n: u64 = part
-                .trim()
-                .parse()
+/// A response head reduced to what a load generator needs: no header map.
+#[derive(Debug)]
+pub struct LeanHead {
+    pub status: u16,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    /// The value of the header asked for, if present.
+    pub captured: Option<String>,
+}
+
+/// Parses a complete response head off the front of `buf` without building
+/// a header map; `capture` names a header whose value to keep. Framing and
+/// keep-alive follow the same rules as [`parse_response_head`].
+pub fn parse_response_lean(
+    buf: &mut BytesMut,
+    method: &Method,
+    capture: Option<&str>,
+) -> Result<Option<LeanHead>, ParseError> {
+    let parsed = parse_head(buf, |raw| {
+        let iter = raw.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+        let (framing, keep_alive, _) = framing_of(raw.version, raw.status, method, iter)?;
+        let captured = capture.and_then(|name| {
+            raw.headers
+                .iter()
+                .rfind(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::to_string)
+        });
+        Ok(LeanHead {
+            status: raw.status.as_u16(),
+            framing,
+            keep_alive,
+            captured,
+        })
+    })?;
+    Ok(parsed.map(|(head, _)| head))
+}
+
+fn lists_token(value: &[u8], token: &str) -> bool {
+    std::str::from_utf8(value)
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Body framing and connection reuse as RFC 9112 §6.3 and §9.3 decide them:
+/// `(framing, keep_alive, ignore_content_length)`.
+fn framing_of<'h>(
+    version: Version,
+    status: StatusCode,
+    method: &Method,
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+) -> Result<(Framing, bool, bool), ParseError> {
+    let (mut close, mut keep, mut last_te, mut length) = (false, false, None, None);
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(b"connection") {
+            close |= lists_token(value, "close");
+            keep |= lists_token(value, "keep-alive");
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            last_te = Some(value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let text = std::str::from_utf8(value)
                 .map_err(|_| ParseError::Invalid("bad content-length".into()))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(ParseError::Invalid(
-                    "conflicting content-length values".into(),
-                ));
+            for part in text.split(',') {
+                let n: u64 = part
+                    .trim()
+                    .parse()
+                    .map_err(|_| ParseError::Invalid("bad content-length".into()))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ParseError::Invalid(
+                        "conflicting content-length values".into(),
+                    ));
+                }
+                length = Some(n);
             }
-            found = Some(n);
         }
     }
-    Ok(found)
+    let mut keep_alive = match version {
+        Version::HTTP_10 => keep,
+        _ => !close,
+    };
+    let no_body = *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::SWITCHING_PROTOCOLS;
+    let framing = if no_body {
+        Framing::Empty
+    } else if let Some(te) = last_te {
+        let chunked_last = std::str::from_utf8(te)
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        if chunked_last {
+            return Ok((Framing::Chunked, keep_alive, length.is_some()));
+        }
+        keep_alive = false;
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        keep_alive = false;
+        Framing::UntilClose
+    };
+    Ok((framing, keep_alive, false))
 }
 
 #[cfg(test)]
@@ -225,6 +306,42 @@ mod tests {
         let mut out = Vec::new();
         encode_request_head(&parts, RequestFraming::AsDeclared, &mut out);
         assert_eq!(out, b"GET /a/b?c=1 HTTP/1.1\r\nhost: example.com\r\n\r\n");
+    }
+
+    #[test]
+    fn the_lean_parser_frames_exactly_as_the_full_one() {
+        let heads = [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nlocation: /items/7\r\ncontent-length: 0\r\n\r\n",
+        ];
+        for raw in heads {
+            for method in [Method::GET, Method::HEAD] {
+                let full = parse(raw, method.clone()).unwrap().unwrap();
+                let lean = parse_response_lean(&mut BytesMut::from(raw), &method, Some("Location"))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(lean.status, full.parts.status.as_u16(), "{raw}");
+                assert_eq!(
+                    (lean.framing, lean.keep_alive),
+                    (full.framing, full.keep_alive),
+                    "{raw}"
+                );
+                let location = full
+                    .parts
+                    .headers
+                    .get("location")
+                    .map(|v| v.to_str().unwrap());
+                assert_eq!(lean.captured.as_deref(), location, "{raw}");
+            }
+        }
+        let conflicting = "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n";
+        assert!(parse_response_lean(&mut BytesMut::from(conflicting), &Method::GET, None).is_err());
     }
 
     #[test]

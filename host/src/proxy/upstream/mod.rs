@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use body::{InFlight, UpstreamBody};
-pub use codec::{Framing, ResponseHead};
+pub use codec::{Framing, LeanHead, ResponseHead};
 pub use pool::{ConnPool, Pools};
 
 use super::{BoxError, ProxyBody};
@@ -116,31 +116,66 @@ pub async fn exchange(
     if let Some(body) = body {
         send_body(conn, body, framing).await?;
     }
+    read_head(conn, |buf| parse_response_head(buf, &head.method)).await
+}
+
+/// Reads until `parse` finds a complete response head.
+async fn read_head<T>(
+    conn: &mut UpstreamConn,
+    mut parse: impl FnMut(&mut bytes::BytesMut) -> Result<Option<T>, codec::ParseError>,
+) -> Result<T, UpstreamError> {
+    let stale_on = |conn: &UpstreamConn, received: bool| conn.reused && !received;
     loop {
-        if let Some(response) = parse_response_head(&mut conn.buf, &head.method)? {
+        if let Some(response) = parse(&mut conn.buf)? {
             return Ok(response);
         }
         let received = !conn.buf.is_empty();
-        match conn.stream.read_buf(&mut conn.buf).await {
-            Ok(0) => {
-                let source = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the backend closed the connection",
-                );
-                return Err(UpstreamError::Io {
-                    stale: stale_on(conn, received),
-                    source,
-                });
-            }
-            Ok(_) => {}
-            Err(source) => {
-                return Err(UpstreamError::Io {
-                    stale: stale_on(conn, received),
-                    source,
-                });
-            }
+        let source = match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the backend closed the connection",
+            ),
+            Ok(_) => continue,
+            Err(source) => source,
+        };
+        return Err(UpstreamError::Io {
+            stale: stale_on(conn, received),
+            source,
+        });
+    }
+}
+
+/// One request already encoded (head and body) on a pooled or new
+/// connection, answered with a [`LeanHead`]: the load generator's path,
+/// which builds no header maps. Like [`send`], a pooled connection the
+/// backend closed is replaced and the request sent again.
+pub async fn send_encoded(
+    pool: &ConnPool,
+    authority: &Authority,
+    connect_timeout: Duration,
+    request: &[u8],
+    method: &http::Method,
+    capture: Option<&str>,
+) -> Result<(UpstreamConn, LeanHead), UpstreamError> {
+    let exchange = async |conn: &mut UpstreamConn| {
+        if let Err(source) = conn.stream.write_all(request).await {
+            return Err(UpstreamError::Io {
+                stale: conn.reused,
+                source,
+            });
+        }
+        read_head(conn, |buf| codec::parse_response_lean(buf, method, capture)).await
+    };
+    if let Some(mut conn) = pool.checkout() {
+        match exchange(&mut conn).await {
+            Ok(head) => return Ok((conn, head)),
+            Err(e) if e.is_stale() => {}
+            Err(e) => return Err(e),
         }
     }
+    let mut conn = connect(authority, connect_timeout).await?;
+    let head = exchange(&mut conn).await?;
+    Ok((conn, head))
 }
 
 async fn send_body(
