@@ -263,7 +263,12 @@ impl Plan {
                         || args.concurrency.is_some()
                         || profile.phases.is_empty() =>
                 {
-                    let workers = args.concurrency.or(profile.concurrency).unwrap_or(10);
+                    let profile_peak = profile.phases.iter().filter_map(|p| p.concurrency).max();
+                    let workers = args
+                        .concurrency
+                        .or(profile.concurrency)
+                        .or(profile_peak)
+                        .unwrap_or(10);
                     vec![single(args.duration.or(fallback), (None, Some(workers)))]
                 }
                 BenchModel::Open if args.duration.is_some() || args.rate.is_some() => {
@@ -391,7 +396,10 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     if let Err(e) = runtime.block_on(plan.target.probe()) {
         return bad(e);
     }
-    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    // The line is drawn on stderr; it stays off when either stream is
+    // redirected, so logs and reports never fill with redraws.
+    let show_progress =
+        !args.quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let report = runtime.block_on(run(&plan, plugin, show_progress));
     match write_outputs(&report, args) {
         Ok(()) if report.passed() => ExitCode::SUCCESS,

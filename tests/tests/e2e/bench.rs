@@ -346,3 +346,37 @@ async fn bad_input_is_one_line_exit_2_and_no_load() {
     }
     assert_eq!(backend.requests(), 0, "no load was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_supplies_model_workers_and_the_generator_mix() {
+    let rest = RestBackend::start().await;
+    let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/profiles");
+    let plugin = wasm("crud_mix").display().to_string();
+    let args = [
+        "--plugin",
+        &plugin,
+        "--profile",
+        "development",
+        "--profiles-dir",
+        profiles,
+        "-n",
+        "4000",
+    ];
+    let (code, report, err) = bench(&rest.url(), &args).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["model"], "closed");
+    assert_eq!(report["operations"]["count"], 4000);
+    // The development profile's crud-mix: 25/50/20/5.
+    for (kind, pct) in [
+        ("create", 25.0),
+        ("read", 50.0),
+        ("update", 20.0),
+        ("delete", 5.0),
+    ] {
+        let share = kind_count(&report, kind) as f64 / 40.0;
+        assert!(
+            (share - pct).abs() <= 3.0,
+            "{kind}: {share}% (want {pct}% ± 3)"
+        );
+    }
+}
