@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -152,6 +153,8 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
         (&Method::GET, "/admin/optimizer") => json(StatusCode::OK, &optimizer_view(server)),
         (&Method::GET, "/admin/snapshot") => json(StatusCode::OK, &server.snapshot()),
         (&Method::POST, "/admin/config/reload") => reload_config(server).await,
+        (&Method::GET, "/admin/cache") => json(StatusCode::OK, &cache_view(server)),
+        (&Method::DELETE, "/admin/cache") => purge_cache(server, req.uri().query()),
         (
             _,
             "/metrics" | "/healthz" | "/readyz" | "/admin/backends" | "/admin/plugins"
@@ -164,7 +167,71 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
     }
 }
 
-const ENDPOINTS: [&str; 10] = [
+/// `GET /admin/cache`: the cache's counters, size and hit ratio.
+fn cache_view(server: &Server) -> serde_json::Value {
+    let store = server.state.load().cache.clone();
+    let c = &store.counters;
+    let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+    let looked_up = hits + misses;
+    serde_json::json!({
+        "capacity_bytes": store.capacity(),
+        "bytes": store.bytes(),
+        "entries": store.entries(),
+        "hit_ratio": if looked_up == 0 { 0.0 } else { hits as f64 / looked_up as f64 },
+        "counters": &**c,
+    })
+}
+
+/// `DELETE /admin/cache?key=K`, `?prefix=P` or `?tag=T`: purges and says
+/// how many keys went.
+fn purge_cache(server: &Server, query: Option<&str>) -> AdminResponse {
+    let store = server.state.load().cache.clone();
+    let pairs: Vec<(String, String)> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect();
+    let purged = match pairs.first().map(|(k, v)| (k.as_str(), v.as_str())) {
+        Some(("key", k)) => u64::from(store.purge_key(k)),
+        Some(("prefix", p)) => store.purge_prefix(p),
+        Some(("tag", t)) => store.purge_tag(t),
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "purge with ?key=HOST/PATH, ?prefix=HOST/PATH or ?tag=TAG\n",
+            );
+        }
+    };
+    json(StatusCode::OK, &serde_json::json!({ "purged": purged }))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const ENDPOINTS: [&str; 12] = [
     "/metrics",
     "/healthz",
     "/readyz",
@@ -175,6 +242,8 @@ const ENDPOINTS: [&str; 10] = [
     "/admin/alerts",
     "/admin/optimizer",
     "/admin/snapshot",
+    "/admin/cache",
+    "DELETE /admin/cache?key=|prefix=|tag=",
 ];
 
 /// What `GET /admin/optimizer` shows: knobs in force, bounds, decisions.

@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     pub admission: AdmissionSection,
     #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
     pub alerts: AlertsSection,
     #[serde(default)]
     pub optimizer: OptimizerSection,
@@ -161,6 +163,13 @@ pub struct RouteSection {
     #[serde(default = "default_route_prefix")]
     pub path_prefix: String,
     pub upstream: String,
+    /// Response caching on this route; default: `cache.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    /// Request headers that are part of the cache key on this route;
+    /// default: `cache.key_headers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key_headers: Option<Vec<String>>,
 }
 
 fn default_route_host() -> String {
@@ -729,4 +738,56 @@ pub struct BenchSection {
     pub breaker_failures: Option<u32>,
     #[serde(default)]
     pub phases: Vec<PhaseSection>,
+}
+
+/// Which entries the response cache evicts first when it is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheEviction {
+    /// Admission by frequency (TinyLFU), eviction by recency: keeps popular
+    /// objects through scans.
+    #[default]
+    Tinylfu,
+    Lru,
+}
+
+/// `[cache]`: the RFC 9111 shared response cache.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Cache on every route unless a route says `cache = false`.
+    pub enabled: bool,
+    /// Bound on the stored bytes (bodies and headers).
+    pub capacity: ByteSize,
+    /// Larger responses stream through uncached.
+    pub max_object_size: ByteSize,
+    pub eviction: CacheEviction,
+    /// Heuristic freshness (RFC 9111 §4.2.2: 10% of the time since
+    /// `Last-Modified`) for responses without explicit freshness.
+    pub heuristic_freshness: bool,
+    /// Request headers that are part of every cache key.
+    pub key_headers: Vec<String>,
+    /// How long a request waits for an identical one already on its way to
+    /// the backend before going itself.
+    pub collapse_timeout: Dur,
+    /// Accept `PURGE /path` from loopback clients.
+    pub purge_method: bool,
+    /// Optional shared second tier, e.g. `redis://127.0.0.1:6379/0`.
+    pub redis_url: Option<String>,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            enabled: false,
+            capacity: ByteSize(256 << 20),
+            max_object_size: ByteSize(8 << 20),
+            eviction: CacheEviction::Tinylfu,
+            heuristic_freshness: true,
+            key_headers: Vec::new(),
+            collapse_timeout: Dur::secs(5),
+            purge_method: false,
+            redis_url: None,
+        }
+    }
 }

@@ -43,6 +43,8 @@ pub enum ProxyError {
     },
     #[error("reading the client's request body failed: {0}")]
     ClientBody(BoxError),
+    #[error("reading the backend's response body for the cache failed: {0}")]
+    BackendBody(String),
     #[error("the request did not complete within timeouts.request")]
     RequestTimeout,
 }
@@ -57,7 +59,9 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { .. }
             | ProxyError::BreakerOpen { .. }
             | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Backend { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Backend { .. }
+            | ProxyError::BackendBody(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -85,7 +89,7 @@ impl ProxyError {
             ProxyError::BreakerOpen { .. } => "backends at capacity",
             ProxyError::Overloaded => "over capacity, retry later",
             ProxyError::Connect { .. } => "backend unreachable",
-            ProxyError::Backend { .. } => "backend failed",
+            ProxyError::Backend { .. } | ProxyError::BackendBody(_) => "backend failed",
             ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => "backend timed out",
         }
     }

@@ -19,14 +19,16 @@ use super::layers::{
 };
 use super::retry::{Retry, RetryLayer};
 use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
+use crate::cache::{Cache, CacheLayer};
 
 /// The phases a request passes through.
-pub type Stack = Limits<RoutePhase<Admit<ForwardedHeaders<Retry<Forward>>>>>;
+pub type Stack = Limits<RoutePhase<Cache<Admit<ForwardedHeaders<Retry<Forward>>>>>>;
 
 pub fn build_stack() -> Stack {
     ServiceBuilder::new()
         .layer(LimitsLayer) //            431, 413
         .layer(RouteLayer) //             host + path prefix → upstream, 404
+        .layer(CacheLayer) //             RFC 9111 shared cache (routes that cache)
         .layer(AdmissionLayer) //         concurrency limit, 503
         .layer(ForwardedHeadersLayer) //  hop-by-hop, X-Forwarded-*, Via
         .layer(RetryLayer) //             budgeted retries to other backends

@@ -10,8 +10,10 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use crate::balance::{self, Backend, Balancer, StateRegistry};
+use crate::cache::{CacheStore, RouteCache};
 use crate::config::{
-    Config, HashKey, HealthSection, LimitsSection, OutlierSection, TimeoutsSection, UpstreamSection,
+    CacheSection, Config, HashKey, HealthSection, LimitsSection, OutlierSection, TimeoutsSection,
+    UpstreamSection,
 };
 use crate::telemetry::{BackendMetrics, RouteMetrics, UpstreamMetrics, Windows};
 
@@ -32,6 +34,7 @@ pub struct ProxyState {
     pub unrouted: RouteMetrics,
     pub admission: Arc<Admission>,
     pub windows: Arc<Windows>,
+    pub cache: Arc<CacheStore>,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// The process's sliding windows, which every finished request feeds.
     pub windows: Arc<Windows>,
+    /// Cache settings when this route caches.
+    pub cache: Option<RouteCache>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +127,24 @@ pub struct Carried {
     /// Backend weights an optimizer set, by `upstream/address`; a config
     /// reload clears them so the config's weights apply again.
     pub weights: Mutex<HashMap<String, u32>>,
+    /// The response cache; kept across reloads unless its capacity or
+    /// eviction policy changes.
+    pub cache: Mutex<Option<Arc<CacheStore>>>,
+}
+
+impl Carried {
+    /// The cache store for `section`: the running one when it fits.
+    pub fn cache_for(&self, section: &CacheSection) -> Arc<CacheStore> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.as_ref() {
+            Some(c) if c.fits(section) => c.clone(),
+            _ => {
+                let fresh = Arc::new(CacheStore::new(section));
+                *cache = Some(fresh.clone());
+                fresh
+            }
+        }
+    }
 }
 
 impl Default for Carried {
@@ -132,6 +155,7 @@ impl Default for Carried {
             windows: Arc::new(Windows::new(crate::clock::now_ms())),
             admission: Arc::new(Admission::default()),
             weights: Mutex::new(HashMap::new()),
+            cache: Mutex::new(None),
         }
     }
 }
@@ -162,6 +186,19 @@ impl ProxyState {
                     prefix: r.path_prefix.clone(),
                     upstream,
                     windows: carried.windows.clone(),
+                    cache: r.cache.unwrap_or(config.cache.enabled).then(|| RouteCache {
+                        key_headers: r
+                            .cache_key_headers
+                            .as_ref()
+                            .unwrap_or(&config.cache.key_headers)
+                            .iter()
+                            .map(|h| h.to_ascii_lowercase())
+                            .collect(),
+                        max_object: config.cache.max_object_size.0,
+                        heuristic: config.cache.heuristic_freshness,
+                        collapse_timeout: config.cache.collapse_timeout.get(),
+                        purge_method: config.cache.purge_method,
+                    }),
                 }))
             })
             .collect();
@@ -180,7 +217,14 @@ impl ProxyState {
             unrouted: RouteMetrics::new("none", "none"),
             admission: carried.admission.clone(),
             windows: carried.windows.clone(),
+            cache: carried.cache_for(&config.cache),
         }
+    }
+
+    /// `timeouts.request`, for requests the proxy makes on its own behalf
+    /// (cache revalidations).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.timeouts.request.get()
     }
 
     /// The route for a request: the most specific matching host, then the

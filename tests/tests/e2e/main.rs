@@ -5,6 +5,7 @@ mod support;
 
 mod balance;
 mod bench;
+mod cache;
 mod cli;
 mod health;
 mod lifecycle;

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod origin;
 pub mod proxy;
 pub mod receiver;
 pub mod rest;

@@ -1,0 +1,710 @@
+//! The cache phase of the request path: answers from the store when it may,
+//! revalidates, collapses concurrent misses, stores what it may, and
+//! invalidates after unsafe methods.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, request, response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use tower::{Layer, Service, ServiceExt};
+
+use super::cache_key;
+use super::directives::{
+    not_stored_reason, request_forbids_stale, shares_cookies, stale_allowances,
+    varies_on_everything,
+};
+use super::store::{CacheStore, Entry};
+use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
+
+/// Name this cache uses in `Cache-Status` (RFC 9211).
+const CACHE_NAME: &str = "Switchyard";
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheLayer;
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = Cache<S>;
+    fn layer(&self, inner: S) -> Cache<S> {
+        Cache { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Cache<S> {
+    inner: S,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+impl<S> Service<Exchange> for Cache<S>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Either<S::Future, BoxFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, ex: Exchange) -> Self::Future {
+        let Some(settings) = ex.route.cache.clone() else {
+            return Either::Left(self.inner.call(ex));
+        };
+        let store = ex.state.cache.clone();
+        let inner = self.inner.clone();
+        Either::Right(Box::pin(handle(inner, ex, store, settings)))
+    }
+}
+
+/// A route's cache settings, resolved from `[cache]` and the route.
+#[derive(Clone, Debug)]
+pub struct RouteCache {
+    pub key_headers: Arc<[String]>,
+    pub max_object: u64,
+    pub heuristic: bool,
+    pub collapse_timeout: Duration,
+    pub purge_method: bool,
+}
+
+fn host_of(req: &Request<ProxyBody>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+fn path_and_query(req: &Request<ProxyBody>) -> &str {
+    req.uri().path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+async fn handle<S>(
+    inner: S,
+    ex: Exchange,
+    store: Arc<CacheStore>,
+    settings: RouteCache,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let method = ex.request.method().clone();
+    let host = host_of(&ex.request);
+    if method.as_str() == "PURGE" && settings.purge_method {
+        return Ok(purge_request(&ex, &store, &host));
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return pass_and_invalidate(inner, ex, &store, &host).await;
+    }
+    let key = cache_key(
+        &host,
+        path_and_query(&ex.request),
+        ex.request.headers(),
+        &settings.key_headers,
+    );
+    let now = SystemTime::now();
+    let mut stale: Option<(Arc<Entry>, request::Parts)> = None;
+    if let Some(variants) = store.get(&key) {
+        for e in variants.iter().rev() {
+            match e.policy.before_request(&ex.request, now) {
+                BeforeRequest::Fresh(parts) => {
+                    hit(&store);
+                    let ttl = e.policy.time_to_live(now).as_secs();
+                    return Ok(serve(e, parts, &ex.request, format!("hit; ttl={ttl}")));
+                }
+                BeforeRequest::Stale {
+                    request,
+                    matches: true,
+                } => {
+                    stale = Some((e.clone(), request));
+                    break;
+                }
+                BeforeRequest::Stale { .. } => {}
+            }
+        }
+    }
+    if let Some((entry, revalidation)) = stale {
+        return revalidate(inner, ex, &store, &settings, key, entry, revalidation, now).await;
+    }
+    store.counters.misses.fetch_add(1, Relaxed);
+    metrics::counter!("switchyard_cache_misses_total").increment(1);
+    match store.join_flight(&key) {
+        Ok(mut flight) => {
+            let waited = tokio::time::timeout(settings.collapse_timeout, async {
+                flight
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|o| o.clone())
+            })
+            .await;
+            if let Ok(Some(Some(entry))) = waited
+                && let BeforeRequest::Fresh(parts) =
+                    entry.policy.before_request(&ex.request, SystemTime::now())
+            {
+                store.counters.collapsed.fetch_add(1, Relaxed);
+                metrics::counter!("switchyard_cache_collapsed_total").increment(1);
+                return Ok(serve(
+                    &entry,
+                    parts,
+                    &ex.request,
+                    "hit; detail=collapsed".into(),
+                ));
+            }
+            fetch_and_store(inner, ex, &store, &settings, key, None, "uri-miss").await
+        }
+        Err(leader) => {
+            let (resp, entry) =
+                fetch_and_store_inner(inner, ex, &store, &settings, key, None, "uri-miss").await?;
+            leader.publish(entry);
+            Ok(resp)
+        }
+    }
+}
+
+fn hit(store: &CacheStore) {
+    store.counters.hits.fetch_add(1, Relaxed);
+    metrics::counter!("switchyard_cache_hits_total").increment(1);
+}
+
+/// Unsafe methods go through; a non-error response invalidates what is
+/// stored for the target URI and its `Location` / `Content-Location`
+/// (RFC 9111 §4.4).
+async fn pass_and_invalidate<S>(
+    inner: S,
+    ex: Exchange,
+    store: &CacheStore,
+    host: &str,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    let safe = ex.request.method().is_safe();
+    let target = format!(
+        "{}{}",
+        host.to_ascii_lowercase(),
+        path_and_query(&ex.request)
+    );
+    let resp = inner.oneshot(ex).await?;
+    if !safe && (resp.status().is_success() || resp.status().is_redirection()) {
+        let mut targets = vec![target];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(path) = resp.headers().get(name).and_then(|v| v.to_str().ok())
+                && path.starts_with('/')
+            {
+                targets.push(format!("{}{path}", host.to_ascii_lowercase()));
+            }
+        }
+        for t in targets {
+            invalidate(store, &t);
+        }
+    }
+    Ok(resp)
+}
+
+/// Drops every variant and key-header combination of `host+path`.
+fn invalidate(store: &CacheStore, target: &str) {
+    store.purge_key(target);
+    store.purge_prefix(&format!("{target}\n"));
+}
+
+/// `PURGE /path` from a loopback client: drops that URI's entries.
+fn purge_request(ex: &Exchange, store: &CacheStore, host: &str) -> Response<ProxyBody> {
+    if !ex.conn.remote.ip().is_loopback() {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "PURGE is accepted from loopback clients only\n",
+        );
+    }
+    let target = format!(
+        "{}{}",
+        host.to_ascii_lowercase(),
+        path_and_query(&ex.request)
+    );
+    let before = store.counters.purged.load(Relaxed);
+    invalidate(store, &target);
+    if store.counters.purged.load(Relaxed) > before {
+        plain(StatusCode::OK, "purged\n")
+    } else {
+        plain(StatusCode::NOT_FOUND, "not in the cache\n")
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(text_body(text));
+    *r.status_mut() = status;
+    r
+}
+
+fn with_status(mut resp: Response<ProxyBody>, status: String) -> Response<ProxyBody> {
+    if let Ok(v) = HeaderValue::from_str(&format!("{CACHE_NAME}; {status}")) {
+        resp.headers_mut().append("cache-status", v);
+    }
+    resp
+}
+
+/// A response from a stored entry with the headers `parts` carries (the
+/// crate's, with `Age` updated); answers the client's own conditional
+/// request with 304 when its validator matches.
+fn serve(
+    e: &Entry,
+    parts: response::Parts,
+    req: &Request<ProxyBody>,
+    status: String,
+) -> Response<ProxyBody> {
+    let not_modified = client_validator_matches(req.headers(), &parts.headers);
+    let body = if not_modified || req.method() == Method::HEAD {
+        empty_body()
+    } else {
+        http_body_util::Full::new(e.body.clone())
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    };
+    let mut resp = Response::from_parts(parts, body);
+    if not_modified {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    with_status(resp, status)
+}
+
+/// A stale entry served as it is (with its current `Age`).
+fn serve_stale(
+    e: &Entry,
+    req: &Request<ProxyBody>,
+    now: SystemTime,
+    status: String,
+) -> Response<ProxyBody> {
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = e.status;
+    parts.version = e.version;
+    parts.headers = e.headers.clone();
+    if let Ok(age) = HeaderValue::from_str(&e.policy.age(now).as_secs().to_string()) {
+        parts.headers.insert(header::AGE, age);
+    }
+    serve(e, parts, req, status)
+}
+
+/// `If-None-Match` (weak comparison) or, without it, `If-Modified-Since`.
+fn client_validator_matches(req: &HeaderMap, stored: &HeaderMap) -> bool {
+    let weak = |s: &str| s.trim().trim_start_matches("W/").to_string();
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        return inm.trim() == "*" || inm.split(',').any(|t| weak(t) == weak(etag));
+    }
+    let since = req
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(httpdate);
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(httpdate);
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form senders
+/// must generate (RFC 9110 §5.6.7).
+fn httpdate(s: &str) -> Option<SystemTime> {
+    let mut it = s.split_whitespace();
+    let (_, day, month, year, time, gmt) = (
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+    );
+    if gmt != "GMT" {
+        return None;
+    }
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = months.iter().position(|m| *m == month)? as u64 + 1;
+    let (day, year): (u64, u64) = (day.parse().ok()?, year.parse().ok()?);
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe;
+    let days = days.checked_sub(719_468)?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
+}
+
+/// A copy of the request head, for building policies after the request
+/// itself went to the backend.
+fn head_of(req: &Request<ProxyBody>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+fn options(settings: &RouteCache) -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        cache_heuristic: if settings.heuristic { 0.1 } else { 0.0 },
+        ..CacheOptions::default()
+    }
+}
+
+/// An exchange like `ex` carrying `parts` (a revalidation request) and no body.
+fn sibling(ex: &Exchange, parts: request::Parts) -> Exchange {
+    Exchange {
+        request: Request::from_parts(parts, empty_body()),
+        conn: ex.conn.clone(),
+        state: ex.state.clone(),
+        route: ex.route.clone(),
+        received: Instant::now(),
+        deadline: Instant::now() + ex.state.request_timeout(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn revalidate<S>(
+    inner: S,
+    ex: Exchange,
+    store: &Arc<CacheStore>,
+    settings: &RouteCache,
+    key: String,
+    entry: Arc<Entry>,
+    revalidation: request::Parts,
+    now: SystemTime,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let stale_by = entry.stale_by(now);
+    let may_serve_stale = !request_forbids_stale(ex.request.headers());
+    if may_serve_stale && !entry.swr.is_zero() && stale_by <= entry.swr {
+        if store.start_refresh(&key) {
+            let (store, settings, bg) =
+                (store.clone(), settings.clone(), sibling(&ex, revalidation));
+            let (entry, key) = (entry.clone(), key.clone());
+            tokio::spawn(async move {
+                let head = head_of(&bg.request);
+                let _ = refresh(inner, bg, head, &store, &settings, key.clone(), entry).await;
+                store.end_refresh(&key);
+            });
+        }
+        store.counters.stale_served.fetch_add(1, Relaxed);
+        metrics::counter!("switchyard_cache_stale_served_total").increment(1);
+        return Ok(serve_stale(
+            &entry,
+            &ex.request,
+            now,
+            "hit; detail=stale-while-revalidate".into(),
+        ));
+    }
+    let head = head_of(&ex.request);
+    let reval = sibling(&ex, revalidation);
+    match refresh(inner, reval, head, store, settings, key, entry.clone()).await {
+        Ok((resp, refreshed)) => {
+            let status = resp.status();
+            if status.is_server_error() && may_serve_stale && stale_by <= entry.sie {
+                return Ok(stale_if_error(
+                    store,
+                    &entry,
+                    &ex.request,
+                    now,
+                    status.as_u16().to_string(),
+                ));
+            }
+            match refreshed {
+                Some(fresh) if status == StatusCode::NOT_MODIFIED => {
+                    let parts = match fresh.policy.before_request(&ex.request, SystemTime::now()) {
+                        BeforeRequest::Fresh(parts) => parts,
+                        BeforeRequest::Stale { .. } => {
+                            return Ok(serve_stale(
+                                &fresh,
+                                &ex.request,
+                                SystemTime::now(),
+                                "fwd=stale; fwd-status=304".into(),
+                            ));
+                        }
+                    };
+                    Ok(serve(
+                        &fresh,
+                        parts,
+                        &ex.request,
+                        "fwd=stale; fwd-status=304".into(),
+                    ))
+                }
+                _ => Ok(resp),
+            }
+        }
+        Err(e) if may_serve_stale && stale_by <= entry.sie => {
+            tracing::debug!("serving stale after a failed revalidation: {e}");
+            Ok(stale_if_error(
+                store,
+                &entry,
+                &ex.request,
+                now,
+                "error".into(),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn stale_if_error(
+    store: &CacheStore,
+    e: &Entry,
+    req: &Request<ProxyBody>,
+    now: SystemTime,
+    why: String,
+) -> Response<ProxyBody> {
+    store.counters.stale_served.fetch_add(1, Relaxed);
+    metrics::counter!("switchyard_cache_stale_served_total").increment(1);
+    serve_stale(
+        e,
+        req,
+        now,
+        format!("hit; detail=stale-if-error; fwd-status={why}"),
+    )
+}
+
+/// Sends a revalidation; a 304 updates the stored entry (same body), a new
+/// response replaces it. Returns the backend's response and, on a 304, the
+/// updated entry.
+async fn refresh<S>(
+    inner: S,
+    ex: Exchange,
+    head: Request<()>,
+    store: &CacheStore,
+    settings: &RouteCache,
+    key: String,
+    entry: Arc<Entry>,
+) -> Result<(Response<ProxyBody>, Option<Arc<Entry>>), ProxyError>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    store.counters.revalidations.fetch_add(1, Relaxed);
+    metrics::counter!("switchyard_cache_revalidations_total").increment(1);
+    let resp = inner.oneshot(ex).await?;
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        let updated = match entry.policy.after_response(&head, &resp, SystemTime::now()) {
+            AfterResponse::NotModified(policy, parts) | AfterResponse::Modified(policy, parts) => {
+                let now = SystemTime::now();
+                let (swr, sie) = stale_allowances(&parts.headers);
+                Arc::new(Entry {
+                    key: entry.key.clone(),
+                    fresh_until: now + policy.time_to_live(now),
+                    policy,
+                    status: entry.status,
+                    version: entry.version,
+                    headers: parts.headers,
+                    body: entry.body.clone(),
+                    tags: entry.tags.clone(),
+                    swr,
+                    sie,
+                    vary: entry.vary.clone(),
+                })
+            }
+        };
+        store.put(updated.clone(), Some(&entry));
+        return Ok((resp, Some(updated)));
+    }
+    if resp.status().is_server_error() {
+        return Ok((resp, None));
+    }
+    let (resp, _) = store_response(head, resp, store, settings, key, Some(&entry), "stale").await?;
+    Ok((resp, None))
+}
+
+async fn fetch_and_store<S>(
+    inner: S,
+    ex: Exchange,
+    store: &CacheStore,
+    settings: &RouteCache,
+    key: String,
+    replaces: Option<&Arc<Entry>>,
+    why: &str,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    fetch_and_store_inner(inner, ex, store, settings, key, replaces, why)
+        .await
+        .map(|(resp, _)| resp)
+}
+
+/// Forwards a miss and stores the response when RFC 9111 allows and it fits.
+async fn fetch_and_store_inner<S>(
+    inner: S,
+    ex: Exchange,
+    store: &CacheStore,
+    settings: &RouteCache,
+    key: String,
+    replaces: Option<&Arc<Entry>>,
+    why: &str,
+) -> Result<(Response<ProxyBody>, Option<Arc<Entry>>), ProxyError>
+where
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    let head = head_of(&ex.request);
+    let resp = inner.oneshot(ex).await?;
+    store_response(head, resp, store, settings, key, replaces, why).await
+}
+
+/// Stores `resp` (the answer to `head`) when RFC 9111 allows and it fits,
+/// replacing `replaces`; returns the response for the client.
+async fn store_response(
+    head: Request<()>,
+    resp: Response<ProxyBody>,
+    store: &CacheStore,
+    settings: &RouteCache,
+    key: String,
+    replaces: Option<&Arc<Entry>>,
+    why: &str,
+) -> Result<(Response<ProxyBody>, Option<Arc<Entry>>), ProxyError> {
+    let now = SystemTime::now();
+    let policy = CachePolicy::new_options(&head, &resp, now, options(settings));
+    let h = resp.headers();
+    let storable = policy.is_storable()
+        && !varies_on_everything(h)
+        && !shares_cookies(h)
+        && (!policy.time_to_live(now).is_zero() || has_validator(h));
+    if !storable {
+        let reason = not_stored_reason(head.headers(), resp.status().as_u16(), resp.headers());
+        return Ok((
+            with_status(resp, format!("fwd={why}; detail={reason}")),
+            None,
+        ));
+    }
+    let declared = resp.body().size_hint().exact();
+    if declared.is_some_and(|n| n > settings.max_object) {
+        return Ok((
+            with_status(resp, format!("fwd={why}; detail=too-large")),
+            None,
+        ));
+    }
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BackendBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() as u64 > settings.max_object {
+                // Too big after all: send what was read, then the rest.
+                let rest = Prefixed {
+                    first: Some(buf.freeze()),
+                    rest: body,
+                }
+                .boxed_unsync();
+                let resp = Response::from_parts(parts, rest);
+                return Ok((
+                    with_status(resp, format!("fwd={why}; detail=too-large")),
+                    None,
+                ));
+            }
+        }
+    }
+    let body_bytes = buf.freeze();
+    let (swr, sie) = stale_allowances(&parts.headers);
+    let vary = parts
+        .headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(|n| {
+            let v = head.headers().get(&n).cloned();
+            (n, v)
+        })
+        .collect();
+    let tags = parts
+        .headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect();
+    let entry = Arc::new(Entry {
+        key,
+        fresh_until: now + policy.time_to_live(now),
+        policy,
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body: body_bytes.clone(),
+        tags,
+        swr,
+        sie,
+        vary,
+    });
+    store.put(entry.clone(), replaces);
+    let body = http_body_util::Full::new(body_bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let resp = Response::from_parts(parts, body);
+    Ok((with_status(resp, format!("fwd={why}; stored")), Some(entry)))
+}
+
+fn has_validator(h: &HeaderMap) -> bool {
+    h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED)
+}
+
+pin_project_lite::pin_project! {
+    /// Bytes already read, then the rest of a body.
+    struct Prefixed {
+        first: Option<Bytes>,
+        #[pin]
+        rest: ProxyBody,
+    }
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = crate::proxy::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        this.rest.poll_frame(cx)
+    }
+}

@@ -1,0 +1,273 @@
+//! The in-memory tier: stored responses by primary key (a key holds one
+//! entry per `Vary` variant), bounded by bytes with a weigher, plus the
+//! bookkeeping for request collapsing and background refreshes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, Version};
+use http_cache_semantics::CachePolicy;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{CacheEviction, CacheSection};
+
+/// One stored response.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: String,
+    pub policy: CachePolicy,
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// `Surrogate-Key` tags, for purging.
+    pub tags: Vec<String>,
+    /// Until when it is fresh, as of storing (or the last revalidation).
+    pub fresh_until: SystemTime,
+    /// `stale-while-revalidate` and `stale-if-error` of the response.
+    pub swr: Duration,
+    pub sie: Duration,
+    /// The request headers the response's `Vary` names, with the values the
+    /// request that fetched it had.
+    pub vary: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+}
+
+impl Entry {
+    /// Bytes the entry costs the store.
+    pub fn weight(&self) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        (self.body.len() + headers + self.key.len() + 512).min(u32::MAX as usize) as u32
+    }
+
+    /// How long past its freshness it is at `now` (zero while fresh).
+    pub fn stale_by(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.fresh_until).unwrap_or_default()
+    }
+}
+
+/// The variants stored under one primary key.
+pub type Variants = Arc<Vec<Arc<Entry>>>;
+
+/// Counters shown in `/admin/cache` (the same figures go to `/metrics`).
+#[derive(Default, Debug, Serialize)]
+pub struct CacheCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub revalidations: AtomicU64,
+    pub collapsed: AtomicU64,
+    pub stores: AtomicU64,
+    pub evictions: AtomicU64,
+    pub purged: AtomicU64,
+}
+
+/// What a collapsed request waits for: the leader's stored entry, or `None`
+/// when the response was not stored.
+pub type Flight = watch::Receiver<Option<Option<Arc<Entry>>>>;
+
+pub struct CacheStore {
+    mem: moka::sync::Cache<String, Variants>,
+    inflight: Mutex<HashMap<String, Flight>>,
+    refreshing: Mutex<HashSet<String>>,
+    pub counters: Arc<CacheCounters>,
+    capacity: u64,
+    eviction: CacheEviction,
+}
+
+impl std::fmt::Debug for CacheStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheStore")
+            .field("entries", &self.mem.entry_count())
+            .field("bytes", &self.mem.weighted_size())
+            .finish()
+    }
+}
+
+impl CacheStore {
+    pub fn new(section: &CacheSection) -> CacheStore {
+        let counters = Arc::new(CacheCounters::default());
+        let evicted = counters.clone();
+        let policy = match section.eviction {
+            CacheEviction::Tinylfu => moka::policy::EvictionPolicy::tiny_lfu(),
+            CacheEviction::Lru => moka::policy::EvictionPolicy::lru(),
+        };
+        let mem = moka::sync::Cache::builder()
+            .max_capacity(section.capacity.0)
+            .eviction_policy(policy)
+            .weigher(|_k: &String, v: &Variants| {
+                v.iter().map(|e| e.weight()).fold(0u32, u32::saturating_add)
+            })
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evicted.evictions.fetch_add(1, Relaxed);
+                    metrics::counter!("switchyard_cache_evictions_total").increment(1);
+                }
+            })
+            .build();
+        CacheStore {
+            mem,
+            inflight: Mutex::default(),
+            refreshing: Mutex::default(),
+            counters,
+            capacity: section.capacity.0,
+            eviction: section.eviction,
+        }
+    }
+
+    /// Whether this store was built for `section`'s capacity and policy.
+    pub fn fits(&self, section: &CacheSection) -> bool {
+        self.capacity == section.capacity.0 && self.eviction == section.eviction
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn get(&self, key: &str) -> Option<Variants> {
+        self.mem.get(key)
+    }
+
+    /// Stores `entry`, replacing the variant its request matched (same
+    /// `Vary`-selected headers) if there was one.
+    pub fn put(&self, entry: Arc<Entry>, replaces: Option<&Arc<Entry>>) {
+        let key = entry.key.clone();
+        let mut variants: Vec<Arc<Entry>> = self
+            .mem
+            .get(&key)
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Some(old) = replaces {
+            variants.retain(|e| !Arc::ptr_eq(e, old));
+        }
+        variants.retain(|e| e.policy.is_storable() && !same_variant(e, &entry));
+        variants.push(entry);
+        // A handful of variants per key at most; the oldest go first.
+        while variants.len() > 8 {
+            variants.remove(0);
+        }
+        self.mem.insert(key, Arc::new(variants));
+        self.counters.stores.fetch_add(1, Relaxed);
+        metrics::counter!("switchyard_cache_stores_total").increment(1);
+    }
+
+    /// Removes everything under `key`; whether there was anything.
+    pub fn purge_key(&self, key: &str) -> bool {
+        let removed = self.mem.remove(key).is_some();
+        if removed {
+            self.counted_purges(1);
+        }
+        removed
+    }
+
+    /// Removes every key that starts with `prefix`; how many.
+    pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        self.purge_where(|k, _| k.starts_with(prefix))
+    }
+
+    /// Removes every key with a variant tagged `tag`; how many.
+    pub fn purge_tag(&self, tag: &str) -> u64 {
+        self.purge_where(|_, v| v.iter().any(|e| e.tags.iter().any(|t| t == tag)))
+    }
+
+    fn purge_where(&self, doomed: impl Fn(&str, &Variants) -> bool) -> u64 {
+        let keys: Vec<String> = self
+            .mem
+            .iter()
+            .filter(|(k, v)| doomed(k, v))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in &keys {
+            self.mem.invalidate(k);
+        }
+        self.counted_purges(keys.len() as u64);
+        keys.len() as u64
+    }
+
+    fn counted_purges(&self, n: u64) {
+        self.counters.purged.fetch_add(n, Relaxed);
+        metrics::counter!("switchyard_cache_purges_total").increment(n);
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.mem.run_pending_tasks();
+        self.mem.entry_count()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.mem.run_pending_tasks();
+        self.mem.weighted_size()
+    }
+
+    /// Joins the request already fetching `key`, or makes this one the
+    /// leader (`Err` with the sender to publish the outcome on).
+    pub fn join_flight(&self, key: &str) -> Result<Flight, FlightLeader<'_>> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = inflight.get(key) {
+            return Ok(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(key.to_string(), rx);
+        Err(FlightLeader {
+            store: self,
+            key: key.to_string(),
+            tx: Some(tx),
+        })
+    }
+
+    /// Claims the one background refresh of `key`; false when one runs.
+    pub fn start_refresh(&self, key: &str) -> bool {
+        self.refreshing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string())
+    }
+
+    pub fn end_refresh(&self, key: &str) {
+        self.refreshing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Whether two entries answer the same `Vary`-selected request headers.
+fn same_variant(a: &Entry, b: &Entry) -> bool {
+    a.vary == b.vary
+}
+
+/// The request fetching a key for everyone waiting on it. Dropping it
+/// without publishing tells the waiters to fetch for themselves.
+pub struct FlightLeader<'a> {
+    store: &'a CacheStore,
+    key: String,
+    tx: Option<watch::Sender<Option<Option<Arc<Entry>>>>>,
+}
+
+impl FlightLeader<'_> {
+    pub fn publish(mut self, entry: Option<Arc<Entry>>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(entry));
+        }
+    }
+}
+
+impl Drop for FlightLeader<'_> {
+    fn drop(&mut self) {
+        self.store
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(None));
+        }
+    }
+}

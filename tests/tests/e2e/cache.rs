@@ -1,0 +1,420 @@
+//! The response cache through the real proxy against a scriptable origin:
+//! storability per directive, freshness and `Age`, `Vary`, revalidation,
+//! unsafe-method invalidation, stale-while-revalidate, stale-if-error,
+//! request collapsing, purge and the byte bound.
+
+use std::time::Duration;
+
+use http::Method;
+
+use crate::support::client::{Http, Resp};
+use crate::support::config;
+use crate::support::origin::{Origin, Script};
+use crate::support::proxy::Proxy;
+
+async fn setup(cache: &str) -> (Origin, Proxy, Http) {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&config(&format!(
+        "[cache]\nenabled = true\n{cache}\n[upstreams.app]\nbackends = [{{ address = \"{}\" }}]\n",
+        origin.addr
+    )));
+    (origin, proxy, Http::default())
+}
+
+async fn get(http: &Http, proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Resp {
+    http.request(Method::GET, &proxy.url(path), headers, "")
+        .await
+        .expect("request")
+}
+
+fn cache_status(r: &Resp) -> &str {
+    r.header("cache-status").unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_stored_follows_rfc_9111() {
+    let (origin, proxy, http) = setup("").await;
+    // (path, response, request headers, served from cache the second time,
+    //  the first response's Cache-Status)
+    type Case = (&'static str, Script, Vec<(&'static str, &'static str)>, bool, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "/max-age",
+            Script::ok("max-age=60", "a"),
+            vec![],
+            true,
+            "fwd=uri-miss; stored",
+        ),
+        (
+            "/s-maxage",
+            Script::ok("s-maxage=60, max-age=0", "b"),
+            vec![],
+            true,
+            "stored",
+        ),
+        (
+            "/public",
+            Script::ok("public", "c").header("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            vec![],
+            true,
+            "stored",
+        ),
+        (
+            "/no-store",
+            Script::ok("no-store, max-age=60", "d"),
+            vec![],
+            false,
+            "detail=no-store",
+        ),
+        (
+            "/private",
+            Script::ok("private, max-age=60", "e"),
+            vec![],
+            false,
+            "detail=private",
+        ),
+        (
+            "/auth",
+            Script::ok("max-age=60", "f"),
+            vec![("authorization", "Bearer x")],
+            false,
+            "detail=authorization",
+        ),
+        (
+            "/auth-shared",
+            Script::ok("s-maxage=60", "g"),
+            vec![("authorization", "Bearer x")],
+            true,
+            "stored",
+        ),
+        (
+            "/cookie",
+            Script::ok("max-age=60", "h").header("set-cookie", "id=1"),
+            vec![],
+            false,
+            "detail=set-cookie",
+        ),
+        (
+            "/cookie-public",
+            Script::ok("public, max-age=60", "i").header("set-cookie", "id=1"),
+            vec![],
+            true,
+            "stored",
+        ),
+        (
+            "/vary-star",
+            Script::ok("max-age=60", "j").header("vary", "*"),
+            vec![],
+            false,
+            "detail=vary-star",
+        ),
+        (
+            "/req-no-store",
+            Script::ok("max-age=60", "k"),
+            vec![("cache-control", "no-store")],
+            false,
+            "detail=no-store",
+        ),
+        // Malformed directives are ignored one by one; an unparsable max-age
+        // makes the response stale (RFC 9111 §4.2.1), never an error.
+        (
+            "/bad-cc",
+            Script::ok("max-age=60, no-such=\"x, =5, ,", "l"),
+            vec![],
+            true,
+            "stored",
+        ),
+        (
+            "/bad-max-age",
+            Script::ok("max-age=abc", "l2"),
+            vec![],
+            false,
+            "detail=no-freshness",
+        ),
+        (
+            "/status-500",
+            Script {
+                status: 500,
+                ..Script::ok("max-age=60", "m")
+            },
+            vec![],
+            false,
+            "detail=status",
+        ),
+    ];
+    for (path, script, headers, cached, first_status) in cases {
+        origin.script(path, script);
+        let first = get(&http, &proxy, path, &headers).await;
+        assert!(
+            cache_status(&first).contains(first_status),
+            "{path}: {}",
+            cache_status(&first)
+        );
+        let second = get(&http, &proxy, path, &headers).await;
+        assert_eq!(second.body, first.body, "{path}");
+        let want_hits = if cached { 1 } else { 2 };
+        assert_eq!(
+            origin.hits(path),
+            want_hits,
+            "{path}: {}",
+            cache_status(&second)
+        );
+        if cached {
+            assert!(
+                cache_status(&second).starts_with("Switchyard; hit"),
+                "{path}"
+            );
+            assert!(second.header("age").is_some(), "{path}: a hit carries Age");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_counts_from_the_origin_and_expiry_goes_back_to_it() {
+    let (origin, proxy, http) = setup("").await;
+    // Already 58 s old at the origin: fresh for 2 s more.
+    origin.script("/aged", Script::ok("max-age=60", "x").header("age", "58"));
+    get(&http, &proxy, "/aged", &[]).await;
+    let hit = get(&http, &proxy, "/aged", &[]).await;
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!((58..=59).contains(&age), "age {age}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    get(&http, &proxy, "/aged", &[]).await;
+    assert_eq!(origin.hits("/aged"), 2, "expired after 60 s of age");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_one_variant_per_header_combination() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/v",
+        Script::ok("max-age=60", "varied").header("vary", "accept-language, accept-encoding"),
+    );
+    let combos = [("de", "gzip"), ("en", "gzip"), ("de", "br")];
+    for _ in 0..2 {
+        for (lang, enc) in combos {
+            get(
+                &http,
+                &proxy,
+                "/v",
+                &[("accept-language", lang), ("accept-encoding", enc)],
+            )
+            .await;
+        }
+    }
+    assert_eq!(origin.hits("/v"), 3, "one fetch per combination");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_refreshes_the_stored_response() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/etag",
+        Script::ok("max-age=1", "body-v1").header("etag", "\"v1\""),
+    );
+    get(&http, &proxy, "/etag", &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let revalidated = get(&http, &proxy, "/etag", &[]).await;
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.body, "body-v1", "the stored body after a 304");
+    assert!(
+        cache_status(&revalidated).contains("fwd-status=304"),
+        "{}",
+        cache_status(&revalidated)
+    );
+    let sent = origin.last_headers("/etag").unwrap();
+    assert_eq!(sent.get("if-none-match").unwrap(), "\"v1\"");
+    // Fresh again for another second.
+    let hit = get(&http, &proxy, "/etag", &[]).await;
+    assert!(cache_status(&hit).starts_with("Switchyard; hit"));
+    assert_eq!(origin.hits("/etag"), 2);
+    // A client's own conditional request is answered from the cache.
+    let not_modified = get(&http, &proxy, "/etag", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(origin.hits("/etag"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_the_target_and_its_location() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script("/item", Script::ok("max-age=60", "item"));
+    origin.script("/list", Script::ok("max-age=60", "list"));
+    origin.script(
+        "/item-post",
+        Script::ok("no-store", "ok").header("location", "/list"),
+    );
+    get(&http, &proxy, "/item", &[]).await;
+    get(&http, &proxy, "/list", &[]).await;
+    // A POST to /item invalidates /item.
+    http.request(Method::POST, &proxy.url("/item"), &[], "x")
+        .await
+        .unwrap();
+    get(&http, &proxy, "/item", &[]).await;
+    assert_eq!(origin.hits("/item"), 3, "GET, POST, GET again");
+    // A POST elsewhere whose Location is /list invalidates /list.
+    http.request(Method::POST, &proxy.url("/item-post"), &[], "x")
+        .await
+        .unwrap();
+    get(&http, &proxy, "/list", &[]).await;
+    assert_eq!(origin.hits("/list"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
+    let (origin, proxy, http) = setup("").await;
+    let mut slow = Script::ok("max-age=1, stale-while-revalidate=30", "old");
+    origin.script("/swr", slow.clone());
+    get(&http, &proxy, "/swr", &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    slow.body = "new".into();
+    slow.delay = Duration::from_millis(300);
+    origin.script("/swr", slow);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (http, url) = (http.clone(), proxy.url("/swr"));
+        tasks.push(tokio::spawn(async move {
+            http.request(Method::GET, &url, &[], "").await.unwrap()
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.body, "old", "stale served at once");
+        assert!(
+            cache_status(&r).contains("stale-while-revalidate"),
+            "{}",
+            cache_status(&r)
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "nobody waited for the origin"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(origin.hits("/swr"), 2, "exactly one background refresh");
+    let refreshed = get(&http, &proxy, "/swr", &[]).await;
+    assert_eq!(refreshed.body, "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_covers_a_failing_origin() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script("/sie", Script::ok("max-age=1, stale-if-error=60", "good"));
+    origin.script("/strict", Script::ok("max-age=1", "good"));
+    get(&http, &proxy, "/sie", &[]).await;
+    get(&http, &proxy, "/strict", &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.script(
+        "/sie",
+        Script {
+            status: 503,
+            ..Script::ok("no-store", "down")
+        },
+    );
+    origin.script(
+        "/strict",
+        Script {
+            status: 503,
+            ..Script::ok("no-store", "down")
+        },
+    );
+    let covered = get(&http, &proxy, "/sie", &[]).await;
+    assert_eq!((covered.status, covered.body.as_str()), (200, "good"));
+    assert!(
+        cache_status(&covered).contains("stale-if-error"),
+        "{}",
+        cache_status(&covered)
+    );
+    let exposed = get(&http, &proxy, "/strict", &[]).await;
+    assert_eq!(
+        exposed.status, 503,
+        "no stale-if-error: the error goes through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_collapse_into_one_origin_request() {
+    let (origin, proxy, http) = setup("").await;
+    let mut script = Script::ok("max-age=60", "shared");
+    script.delay = Duration::from_millis(300);
+    origin.script("/hot", script);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (http, url) = (http.clone(), proxy.url("/hot"));
+        tasks.push(tokio::spawn(async move {
+            http.request(Method::GET, &url, &[], "").await.unwrap()
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "shared"));
+    }
+    assert_eq!(
+        origin.hits("/hot"),
+        1,
+        "100 concurrent misses, one origin request"
+    );
+    let view = proxy.admin_json("/admin/cache").await;
+    assert_eq!(view["counters"]["collapsed"], 99, "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_key_prefix_and_tag() {
+    let (origin, proxy, http) = setup("").await;
+    for (path, tag) in [
+        ("/a/1", "red"),
+        ("/a/2", "blue"),
+        ("/b/1", "red blue"),
+        ("/c", "green"),
+    ] {
+        origin.script(
+            path,
+            Script::ok("max-age=60", path).header("surrogate-key", tag),
+        );
+        get(&http, &proxy, path, &[]).await;
+    }
+    let host = proxy
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let purge = |q: String| {
+        let http = http.clone();
+        let url = proxy.admin_url(&format!("/admin/cache?{q}"));
+        async move { http.request(Method::DELETE, &url, &[], "").await.unwrap() }
+    };
+    let r = purge(format!("key={host}/c")).await;
+    assert_eq!(r.body.trim(), "{\n  \"purged\": 1\n}");
+    let r = purge(format!("prefix={host}/a/")).await;
+    assert!(r.body.contains("\"purged\": 2"), "{}", r.body);
+    let r = purge("tag=red".into()).await;
+    assert!(r.body.contains("\"purged\": 1"), "{}", r.body);
+    for path in ["/a/1", "/a/2", "/b/1", "/c"] {
+        get(&http, &proxy, path, &[]).await;
+        assert_eq!(origin.hits(path), 2, "{path} was purged");
+    }
+    let bad = purge("color=red".into()).await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_bound_evicts() {
+    let (origin, proxy, http) = setup("capacity = \"64KiB\"").await;
+    let body = "x".repeat(4096);
+    for i in 0..60 {
+        let path = format!("/big/{i}");
+        origin.script(&path, Script::ok("max-age=60", &body));
+        get(&http, &proxy, &path, &[]).await;
+    }
+    let view = proxy.admin_json("/admin/cache").await;
+    let bytes = view["bytes"].as_u64().unwrap();
+    assert!(
+        bytes <= 64 * 1024,
+        "{bytes} bytes stored over a 64 KiB bound"
+    );
+    assert!(
+        view["counters"]["evictions"].as_u64().unwrap() > 0,
+        "{view}"
+    );
+    assert_eq!(view["counters"]["stores"], 60);
+}
