@@ -179,6 +179,11 @@ fn cache_view(server: &Server) -> serde_json::Value {
         "entries": store.entries(),
         "hit_ratio": if looked_up == 0 { 0.0 } else { hits as f64 / looked_up as f64 },
         "counters": &**c,
+        "shared_tier": store.l2.as_ref().map(|l| serde_json::json!({
+            "url": l.url(),
+            "hits": l.hits.load(Relaxed),
+            "errors": l.errors.load(Relaxed),
+        })),
     })
 }
 
@@ -383,4 +388,7 @@ fn refresh_gauges(server: &Server) {
         }
     }
     metrics::gauge!(names::IN_FLIGHT).set(total_in_flight as f64);
+    metrics::gauge!("switchyard_cache_bytes").set(state.cache.bytes() as f64);
+    metrics::gauge!("switchyard_cache_entries").set(state.cache.entries() as f64);
+    metrics::gauge!("switchyard_cache_capacity_bytes").set(state.cache.capacity() as f64);
 }

@@ -146,8 +146,6 @@ where
     if let Some((entry, revalidation)) = stale {
         return revalidate(inner, ex, &store, &settings, key, entry, revalidation, now).await;
     }
-    store.counters.misses.fetch_add(1, Relaxed);
-    metrics::counter!("switchyard_cache_misses_total").increment(1);
     match store.join_flight(&key) {
         Ok(mut flight) => {
             let waited = tokio::time::timeout(settings.collapse_timeout, async {
@@ -171,15 +169,38 @@ where
                     "hit; detail=collapsed".into(),
                 ));
             }
+            miss(&store);
             fetch_and_store(inner, ex, &store, &settings, key, None, "uri-miss").await
         }
         Err(leader) => {
+            if let Some(entry) = store.l2_get(&key).await {
+                store.put_local(entry.clone(), None);
+                match entry.policy.before_request(&ex.request, SystemTime::now()) {
+                    BeforeRequest::Fresh(parts) => {
+                        hit(&store);
+                        leader.publish(Some(entry.clone()));
+                        return Ok(serve(&entry, parts, &ex.request, "hit; detail=shared-tier".into()));
+                    }
+                    BeforeRequest::Stale { request, matches: true } => {
+                        drop(leader);
+                        let now = SystemTime::now();
+                        return revalidate(inner, ex, &store, &settings, key, entry, request, now).await;
+                    }
+                    BeforeRequest::Stale { .. } => {}
+                }
+            }
+            miss(&store);
             let (resp, entry) =
                 fetch_and_store_inner(inner, ex, &store, &settings, key, None, "uri-miss").await?;
             leader.publish(entry);
             Ok(resp)
         }
     }
+}
+
+fn miss(store: &CacheStore) {
+    store.counters.misses.fetch_add(1, Relaxed);
+    metrics::counter!("switchyard_cache_misses_total").increment(1);
 }
 
 fn hit(store: &CacheStore) {
@@ -596,6 +617,8 @@ async fn store_response(
     why: &str,
 ) -> Result<(Response<ProxyBody>, Option<Arc<Entry>>), ProxyError> {
     let now = SystemTime::now();
+    let mut resp = resp;
+    correct_age(resp.headers_mut(), now);
     let policy = CachePolicy::new_options(&head, &resp, now, options(settings));
     let h = resp.headers();
     let storable = policy.is_storable()
@@ -678,6 +701,29 @@ async fn store_response(
         .boxed_unsync();
     let resp = Response::from_parts(parts, body);
     Ok((with_status(resp, format!("fwd={why}; stored")), Some(entry)))
+}
+
+/// RFC 9111 §4.2.3: the initial age is the larger of `Age` and the
+/// apparent age (`Date` to arrival). The policy crate counts `Age` only, so
+/// a response that waited upstream gets its `Age` raised to what `Date`
+/// shows before the policy is built.
+fn correct_age(headers: &mut HeaderMap, received: SystemTime) {
+    let Some(date) = headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(httpdate)
+    else {
+        return;
+    };
+    let apparent = received.duration_since(date).unwrap_or_default().as_secs();
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if apparent > age {
+        headers.insert(header::AGE, HeaderValue::from(apparent));
+    }
 }
 
 fn has_validator(h: &HeaderMap) -> bool {

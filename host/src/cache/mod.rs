@@ -9,6 +9,7 @@
 //! (RFC 9111 §4.4), `Cache-Status` (RFC 9211), and purging.
 
 mod directives;
+mod l2;
 mod layer;
 mod store;
 

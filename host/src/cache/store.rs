@@ -13,6 +13,7 @@ use http_cache_semantics::CachePolicy;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::l2::L2;
 use crate::config::{CacheEviction, CacheSection};
 
 /// One stored response.
@@ -80,6 +81,8 @@ pub struct CacheStore {
     pub counters: Arc<CacheCounters>,
     capacity: u64,
     eviction: CacheEviction,
+    /// The shared Redis tier, when `cache.redis_url` is set.
+    pub l2: Option<Arc<L2>>,
 }
 
 impl std::fmt::Debug for CacheStore {
@@ -119,12 +122,15 @@ impl CacheStore {
             counters,
             capacity: section.capacity.0,
             eviction: section.eviction,
+            l2: section.redis_url.as_deref().map(L2::new),
         }
     }
 
     /// Whether this store was built for `section`'s capacity and policy.
     pub fn fits(&self, section: &CacheSection) -> bool {
-        self.capacity == section.capacity.0 && self.eviction == section.eviction
+        self.capacity == section.capacity.0
+            && self.eviction == section.eviction
+            && self.l2.as_ref().map(|l| l.url()) == section.redis_url.as_deref()
     }
 
     pub fn capacity(&self) -> u64 {
@@ -138,6 +144,15 @@ impl CacheStore {
     /// Stores `entry`, replacing the variant its request matched (same
     /// `Vary`-selected headers) if there was one.
     pub fn put(&self, entry: Arc<Entry>, replaces: Option<&Arc<Entry>>) {
+        if let Some(l2) = self.l2.clone() {
+            let written = entry.clone();
+            tokio::spawn(async move { l2.put(&written).await });
+        }
+        self.put_local(entry, replaces);
+    }
+
+    /// Stores `entry` in memory only (it came from the shared tier).
+    pub fn put_local(&self, entry: Arc<Entry>, replaces: Option<&Arc<Entry>>) {
         let key = entry.key.clone();
         let mut variants: Vec<Arc<Entry>> = self
             .mem
@@ -160,6 +175,10 @@ impl CacheStore {
 
     /// Removes everything under `key`; whether there was anything.
     pub fn purge_key(&self, key: &str) -> bool {
+        if let Some(l2) = self.l2.clone() {
+            let key = vec![key.to_string()];
+            tokio::spawn(async move { l2.delete(&key).await });
+        }
         let removed = self.mem.remove(key).is_some();
         if removed {
             self.counted_purges(1);
@@ -169,11 +188,19 @@ impl CacheStore {
 
     /// Removes every key that starts with `prefix`; how many.
     pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        if let Some(l2) = self.l2.clone() {
+            let prefix = prefix.to_string();
+            tokio::spawn(async move { l2.delete_prefix(&prefix).await });
+        }
         self.purge_where(|k, _| k.starts_with(prefix))
     }
 
     /// Removes every key with a variant tagged `tag`; how many.
     pub fn purge_tag(&self, tag: &str) -> u64 {
+        if let Some(l2) = self.l2.clone() {
+            let tag = tag.to_string();
+            tokio::spawn(async move { l2.delete_tag(&tag).await });
+        }
         self.purge_where(|_, v| v.iter().any(|e| e.tags.iter().any(|t| t == tag)))
     }
 
@@ -220,6 +247,11 @@ impl CacheStore {
             key: key.to_string(),
             tx: Some(tx),
         })
+    }
+
+    /// The shared tier's entry for `key`, on a local miss.
+    pub async fn l2_get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.l2.as_ref()?.get(key).await.map(Arc::new)
     }
 
     /// Claims the one background refresh of `key`; false when one runs.

@@ -181,6 +181,38 @@ async fn age_counts_from_the_origin_and_expiry_goes_back_to_it() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     get(&http, &proxy, "/aged", &[]).await;
     assert_eq!(origin.hits("/aged"), 2, "expired after 60 s of age");
+
+    // A `Date` 30 s in the past (a response that waited upstream) counts too.
+    let date = imf_fixdate(std::time::SystemTime::now() - Duration::from_secs(30));
+    origin.script("/dated", Script::ok("max-age=60", "d").header("date", &date));
+    get(&http, &proxy, "/dated", &[]).await;
+    let hit = get(&http, &proxy, "/dated", &[]).await;
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!((30..=31).contains(&age), "age {age} from Date {date}");
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn imf_fixdate(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,6 +427,24 @@ async fn purge_by_key_prefix_and_tag() {
     }
     let bad = purge("color=red".into()).await;
     assert_eq!(bad.status, 400);
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("switchyard_cache_purges_total 4"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_method_works_from_loopback_when_enabled() {
+    let (origin, proxy, http) = setup("purge_method = true").await;
+    origin.script("/p", Script::ok("max-age=60", "p"));
+    get(&http, &proxy, "/p", &[]).await;
+    let url = proxy.url("/p");
+    let purge = || http.request(Method::from_bytes(b"PURGE").unwrap(), &url, &[], "");
+    let first = purge().await.unwrap();
+    assert_eq!((first.status, first.body.as_str()), (200, "purged\n"));
+    let again = purge().await.unwrap();
+    assert_eq!(again.status, 404);
+    assert_eq!(origin.hits("/p"), 1, "PURGE never reaches the origin");
+    get(&http, &proxy, "/p", &[]).await;
+    assert_eq!(origin.hits("/p"), 2, "purged, so fetched again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,4 +467,58 @@ async fn the_byte_bound_evicts() {
         "{view}"
     );
     assert_eq!(view["counters"]["stores"], 60);
+}
+
+/// Both instances serve one site: clients reach them under one name.
+const SITE: &[(&str, &str)] = &[("host", "shop.example")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_through_redis_and_ride_out_its_outage() {
+    let mut redis = crate::support::redis::RedisServer::start();
+    let origin = Origin::start().await;
+    let cfg = config(&format!(
+        "[cache]\nenabled = true\nredis_url = \"{}\"\n[upstreams.app]\nbackends = [{{ address = \"{}\" }}]\n",
+        redis.url(),
+        origin.addr
+    ));
+    let (a, b) = (Proxy::start(&cfg), Proxy::start(&cfg));
+    let http = Http::default();
+
+    origin.script("/shared", Script::ok("max-age=60", "warm"));
+    get(&http, &a, "/shared", SITE).await;
+    // The write-through is asynchronous; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from_b = get(&http, &b, "/shared", SITE).await;
+    assert!(cache_status(&from_b).contains("shared-tier"), "{} / {}", cache_status(&from_b), a.logs());
+    assert_eq!(from_b.body, "warm");
+    assert_eq!(origin.hits("/shared"), 1, "the second instance never asked the origin");
+
+    // Redis goes away: both instances keep serving, from memory and origin.
+    redis.stop();
+    origin.script("/during", Script::ok("max-age=60", "still up"));
+    for proxy in [&a, &b, &a] {
+        let r = get(&http, proxy, "/during", SITE).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "still up"));
+    }
+    assert_eq!(origin.hits("/during"), 2, "each instance fetched once");
+    let view = a.admin_json("/admin/cache").await;
+    assert!(view["shared_tier"]["errors"].as_u64().unwrap() > 0, "{view}");
+    assert!(a.logs().contains("serving from memory only"), "the outage is logged");
+
+    // It comes back, and sharing resumes by itself.
+    redis.restart();
+    let mut n = 0;
+    crate::support::eventually(Duration::from_secs(10), "sharing resumes", || {
+        n += 1;
+        let path = format!("/after/{n}");
+        origin.script(&path, Script::ok("max-age=60", "again"));
+        let (http, a, b) = (&http, &a, &b);
+        async move {
+            get(http, a, &path, SITE).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let r = get(http, b, &path, SITE).await;
+            cache_status(&r).contains("shared-tier").then_some(())
+        }
+    })
+    .await;
 }

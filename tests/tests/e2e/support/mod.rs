@@ -7,6 +7,7 @@ pub mod client;
 pub mod origin;
 pub mod proxy;
 pub mod receiver;
+pub mod redis;
 pub mod rest;
 
 pub use backend::TestBackend;
