@@ -60,6 +60,39 @@ start_switchyard() { # CONFIG
   PIDS+=($!)
 }
 
+# nginx with one worker and keep-alive to the backend, like Switchyard's
+# benchmark config; EXTRA_HTTP and EXTRA_LOCATION are added to the http block
+# and the location.
+start_nginx() { # PORT BACKEND_PORT [EXTRA_HTTP] [EXTRA_LOCATION]
+  local dir="$WORK/nginx-$1"
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$2; keepalive 64; }
+  ${3:-}
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      ${4:-}
+    }
+  }
+}
+CONF
+  $PIN_PROXY nginx -p "$dir" -c "$dir/nginx.conf" &
+  PIDS+=($!)
+}
+
 # Prints "REQ_PER_S P99" for one wrk run against PORT.
 measure() {
   local out

@@ -17,30 +17,7 @@ start_backend $BACKEND_PORT
 switchyard_config "$WORK/switchyard.toml" $SY_PORT $SY_ADMIN $BACKEND_PORT
 start_switchyard "$WORK/switchyard.toml"
 
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
-$PIN_PROXY nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-PIDS+=($!)
+start_nginx $NGINX_PORT $BACKEND_PORT
 wait_up $BACKEND_PORT $SY_PORT $NGINX_PORT
 
 run_rounds "$ROUNDS" direct:$BACKEND_PORT switchyard:$SY_PORT nginx:$NGINX_PORT

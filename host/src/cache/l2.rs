@@ -50,6 +50,7 @@ struct Meta {
     http10: bool,
     headers: Vec<(String, Vec<u8>)>,
     vary: Vec<(String, Option<Vec<u8>>)>,
+    method: String,
 }
 
 fn redis_key(key: &str) -> String {
@@ -167,7 +168,10 @@ impl L2 {
         let keep = entry.policy.time_to_live(now) + entry.swr.max(entry.sie) + STALE_KEEP;
         let key = redis_key(&entry.key);
         let mut set = redis::cmd("SET");
-        set.arg(&key).arg(bytes).arg("PX").arg(keep.as_millis() as u64);
+        set.arg(&key)
+            .arg(bytes)
+            .arg("PX")
+            .arg(keep.as_millis() as u64);
         if self.run::<()>(set).await.is_none() {
             return;
         }
@@ -206,7 +210,11 @@ impl L2 {
         let mut cursor: u64 = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500);
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
             let Some((next, keys)) = self.run::<(u64, Vec<String>)>(scan).await else {
                 return;
             };
@@ -260,8 +268,14 @@ fn encode(entry: &Entry) -> Option<Vec<u8>> {
         vary: entry
             .vary
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.as_ref().map(|v| v.as_bytes().to_vec())))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    v.as_ref().map(|v| v.as_bytes().to_vec()),
+                )
+            })
             .collect(),
+        method: entry.method.as_str().to_string(),
     };
     let meta = serde_json::to_vec(&meta).ok()?;
     let mut out = Vec::with_capacity(8 + meta.len() + entry.body.len());
@@ -318,5 +332,6 @@ fn decode(key: &str, bytes: &[u8]) -> Option<Entry> {
         swr,
         sie,
         vary,
+        method: http::Method::from_bytes(meta.method.as_bytes()).ok()?,
     })
 }

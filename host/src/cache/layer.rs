@@ -125,12 +125,20 @@ where
     let now = SystemTime::now();
     let mut stale: Option<(Arc<Entry>, request::Parts)> = None;
     if let Some(variants) = store.get(&key) {
+        // The common hit: a plain request for a fresh entry.
+        if let Some(e) = variants
+            .iter()
+            .rev()
+            .find(|e| e.plainly_fresh(&ex.request, now))
+        {
+            hit(&store);
+            return Ok(serve_stored(e, &ex.request, now, "hit"));
+        }
         for e in variants.iter().rev() {
             match e.policy.before_request(&ex.request, now) {
                 BeforeRequest::Fresh(parts) => {
                     hit(&store);
-                    let ttl = e.policy.time_to_live(now).as_secs();
-                    return Ok(serve(e, parts, &ex.request, format!("hit; ttl={ttl}")));
+                    return Ok(serve(e, parts, &ex.request, "hit"));
                 }
                 BeforeRequest::Stale {
                     request,
@@ -162,12 +170,7 @@ where
             {
                 store.counters.collapsed.fetch_add(1, Relaxed);
                 metrics::counter!("switchyard_cache_collapsed_total").increment(1);
-                return Ok(serve(
-                    &entry,
-                    parts,
-                    &ex.request,
-                    "hit; detail=collapsed".into(),
-                ));
+                return Ok(serve(&entry, parts, &ex.request, "hit; detail=collapsed"));
             }
             miss(&store);
             fetch_and_store(inner, ex, &store, &settings, key, None, "uri-miss").await
@@ -179,12 +182,16 @@ where
                     BeforeRequest::Fresh(parts) => {
                         hit(&store);
                         leader.publish(Some(entry.clone()));
-                        return Ok(serve(&entry, parts, &ex.request, "hit; detail=shared-tier".into()));
+                        return Ok(serve(&entry, parts, &ex.request, "hit; detail=shared-tier"));
                     }
-                    BeforeRequest::Stale { request, matches: true } => {
+                    BeforeRequest::Stale {
+                        request,
+                        matches: true,
+                    } => {
                         drop(leader);
                         let now = SystemTime::now();
-                        return revalidate(inner, ex, &store, &settings, key, entry, request, now).await;
+                        return revalidate(inner, ex, &store, &settings, key, entry, request, now)
+                            .await;
                     }
                     BeforeRequest::Stale { .. } => {}
                 }
@@ -277,8 +284,13 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
-fn with_status(mut resp: Response<ProxyBody>, status: String) -> Response<ProxyBody> {
-    if let Ok(v) = HeaderValue::from_str(&format!("{CACHE_NAME}; {status}")) {
+fn with_status(mut resp: Response<ProxyBody>, status: &str) -> Response<ProxyBody> {
+    let value = if status == "hit" {
+        Ok(HeaderValue::from_static("Switchyard; hit"))
+    } else {
+        HeaderValue::from_str(&format!("{CACHE_NAME}; {status}"))
+    };
+    if let Ok(v) = value {
         resp.headers_mut().append("cache-status", v);
     }
     resp
@@ -291,7 +303,7 @@ fn serve(
     e: &Entry,
     parts: response::Parts,
     req: &Request<ProxyBody>,
-    status: String,
+    status: &str,
 ) -> Response<ProxyBody> {
     let not_modified = client_validator_matches(req.headers(), &parts.headers);
     let body = if not_modified || req.method() == Method::HEAD {
@@ -310,11 +322,11 @@ fn serve(
 }
 
 /// A stale entry served as it is (with its current `Age`).
-fn serve_stale(
+fn serve_stored(
     e: &Entry,
     req: &Request<ProxyBody>,
     now: SystemTime,
-    status: String,
+    status: &str,
 ) -> Response<ProxyBody> {
     let mut parts = Response::new(()).into_parts().0;
     parts.status = e.status;
@@ -447,11 +459,11 @@ where
         }
         store.counters.stale_served.fetch_add(1, Relaxed);
         metrics::counter!("switchyard_cache_stale_served_total").increment(1);
-        return Ok(serve_stale(
+        return Ok(serve_stored(
             &entry,
             &ex.request,
             now,
-            "hit; detail=stale-while-revalidate".into(),
+            "hit; detail=stale-while-revalidate",
         ));
     }
     let head = head_of(&ex.request);
@@ -473,11 +485,11 @@ where
                     let parts = match fresh.policy.before_request(&ex.request, SystemTime::now()) {
                         BeforeRequest::Fresh(parts) => parts,
                         BeforeRequest::Stale { .. } => {
-                            return Ok(serve_stale(
+                            return Ok(serve_stored(
                                 &fresh,
                                 &ex.request,
                                 SystemTime::now(),
-                                "fwd=stale; fwd-status=304".into(),
+                                "fwd=stale; fwd-status=304",
                             ));
                         }
                     };
@@ -485,7 +497,7 @@ where
                         &fresh,
                         parts,
                         &ex.request,
-                        "fwd=stale; fwd-status=304".into(),
+                        "fwd=stale; fwd-status=304",
                     ))
                 }
                 _ => Ok(resp),
@@ -498,7 +510,7 @@ where
                 &entry,
                 &ex.request,
                 now,
-                "error".into(),
+                "error".to_string(),
             ))
         }
         Err(e) => Err(e),
@@ -514,11 +526,11 @@ fn stale_if_error(
 ) -> Response<ProxyBody> {
     store.counters.stale_served.fetch_add(1, Relaxed);
     metrics::counter!("switchyard_cache_stale_served_total").increment(1);
-    serve_stale(
+    serve_stored(
         e,
         req,
         now,
-        format!("hit; detail=stale-if-error; fwd-status={why}"),
+        &format!("hit; detail=stale-if-error; fwd-status={why}"),
     )
 }
 
@@ -557,6 +569,7 @@ where
                     swr,
                     sie,
                     vary: entry.vary.clone(),
+                    method: entry.method.clone(),
                 })
             }
         };
@@ -628,14 +641,14 @@ async fn store_response(
     if !storable {
         let reason = not_stored_reason(head.headers(), resp.status().as_u16(), resp.headers());
         return Ok((
-            with_status(resp, format!("fwd={why}; detail={reason}")),
+            with_status(resp, &format!("fwd={why}; detail={reason}")),
             None,
         ));
     }
     let declared = resp.body().size_hint().exact();
     if declared.is_some_and(|n| n > settings.max_object) {
         return Ok((
-            with_status(resp, format!("fwd={why}; detail=too-large")),
+            with_status(resp, &format!("fwd={why}; detail=too-large")),
             None,
         ));
     }
@@ -654,7 +667,7 @@ async fn store_response(
                 .boxed_unsync();
                 let resp = Response::from_parts(parts, rest);
                 return Ok((
-                    with_status(resp, format!("fwd={why}; detail=too-large")),
+                    with_status(resp, &format!("fwd={why}; detail=too-large")),
                     None,
                 ));
             }
@@ -694,13 +707,17 @@ async fn store_response(
         swr,
         sie,
         vary,
+        method: head.method().clone(),
     });
     store.put(entry.clone(), replaces);
     let body = http_body_util::Full::new(body_bytes)
         .map_err(|never| match never {})
         .boxed_unsync();
     let resp = Response::from_parts(parts, body);
-    Ok((with_status(resp, format!("fwd={why}; stored")), Some(entry)))
+    Ok((
+        with_status(resp, &format!("fwd={why}; stored")),
+        Some(entry),
+    ))
 }
 
 /// RFC 9111 §4.2.3: the initial age is the larger of `Age` and the

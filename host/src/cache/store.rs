@@ -35,6 +35,8 @@ pub struct Entry {
     /// The request headers the response's `Vary` names, with the values the
     /// request that fetched it had.
     pub vary: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+    /// The method of the request that fetched it (GET or HEAD).
+    pub method: http::Method,
 }
 
 impl Entry {
@@ -46,6 +48,20 @@ impl Entry {
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
         (self.body.len() + headers + self.key.len() + 512).min(u32::MAX as usize) as u32
+    }
+
+    /// Whether `req` may take this entry without consulting the policy: a
+    /// plain GET or HEAD (no `Cache-Control`, `Pragma` or `Authorization`)
+    /// whose `Vary`-named headers match, for an entry still fresh. Anything
+    /// else goes through the full RFC 9111 check.
+    pub fn plainly_fresh(&self, req: &http::Request<impl Sized>, now: SystemTime) -> bool {
+        let h = req.headers();
+        now < self.fresh_until
+            && (req.method() == self.method || *req.method() == http::Method::HEAD)
+            && !h.contains_key(http::header::CACHE_CONTROL)
+            && !h.contains_key(http::header::PRAGMA)
+            && !h.contains_key(http::header::AUTHORIZATION)
+            && self.vary.iter().all(|(n, v)| h.get(n) == v.as_ref())
     }
 
     /// How long past its freshness it is at `now` (zero while fresh).

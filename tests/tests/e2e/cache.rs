@@ -36,7 +36,13 @@ async fn what_is_stored_follows_rfc_9111() {
     let (origin, proxy, http) = setup("").await;
     // (path, response, request headers, served from cache the second time,
     //  the first response's Cache-Status)
-    type Case = (&'static str, Script, Vec<(&'static str, &'static str)>, bool, &'static str);
+    type Case = (
+        &'static str,
+        Script,
+        Vec<(&'static str, &'static str)>,
+        bool,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         (
             "/max-age",
@@ -184,7 +190,10 @@ async fn age_counts_from_the_origin_and_expiry_goes_back_to_it() {
 
     // A `Date` 30 s in the past (a response that waited upstream) counts too.
     let date = imf_fixdate(std::time::SystemTime::now() - Duration::from_secs(30));
-    origin.script("/dated", Script::ok("max-age=60", "d").header("date", &date));
+    origin.script(
+        "/dated",
+        Script::ok("max-age=60", "d").header("date", &date),
+    );
     get(&http, &proxy, "/dated", &[]).await;
     let hit = get(&http, &proxy, "/dated", &[]).await;
     let age: u64 = hit.header("age").unwrap().parse().unwrap();
@@ -205,7 +214,9 @@ fn imf_fixdate(t: std::time::SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
         months[(month - 1) as usize],
@@ -428,7 +439,10 @@ async fn purge_by_key_prefix_and_tag() {
     let bad = purge("color=red".into()).await;
     assert_eq!(bad.status, 400);
     let metrics = proxy.metrics().await;
-    assert!(metrics.contains("switchyard_cache_purges_total 4"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_cache_purges_total 4"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,9 +503,18 @@ async fn two_instances_share_through_redis_and_ride_out_its_outage() {
     // The write-through is asynchronous; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let from_b = get(&http, &b, "/shared", SITE).await;
-    assert!(cache_status(&from_b).contains("shared-tier"), "{} / {}", cache_status(&from_b), a.logs());
+    assert!(
+        cache_status(&from_b).contains("shared-tier"),
+        "{} / {}",
+        cache_status(&from_b),
+        a.logs()
+    );
     assert_eq!(from_b.body, "warm");
-    assert_eq!(origin.hits("/shared"), 1, "the second instance never asked the origin");
+    assert_eq!(
+        origin.hits("/shared"),
+        1,
+        "the second instance never asked the origin"
+    );
 
     // Redis goes away: both instances keep serving, from memory and origin.
     redis.stop();
@@ -502,8 +525,14 @@ async fn two_instances_share_through_redis_and_ride_out_its_outage() {
     }
     assert_eq!(origin.hits("/during"), 2, "each instance fetched once");
     let view = a.admin_json("/admin/cache").await;
-    assert!(view["shared_tier"]["errors"].as_u64().unwrap() > 0, "{view}");
-    assert!(a.logs().contains("serving from memory only"), "the outage is logged");
+    assert!(
+        view["shared_tier"]["errors"].as_u64().unwrap() > 0,
+        "{view}"
+    );
+    assert!(
+        a.logs().contains("serving from memory only"),
+        "the outage is logged"
+    );
 
     // It comes back, and sharing resumes by itself.
     redis.restart();
