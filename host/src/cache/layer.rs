@@ -25,6 +25,7 @@ use super::directives::{
 };
 use super::store::{CacheStore, Entry};
 use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
+use crate::telemetry::Windows;
 
 /// Name this cache uses in `Cache-Status` (RFC 9211).
 const CACHE_NAME: &str = "Switchyard";
@@ -131,13 +132,13 @@ where
             .rev()
             .find(|e| e.plainly_fresh(&ex.request, now))
         {
-            hit(&store);
+            hit(&store, &ex.route.windows);
             return Ok(serve_stored(e, &ex.request, now, "hit"));
         }
         for e in variants.iter().rev() {
             match e.policy.before_request(&ex.request, now) {
                 BeforeRequest::Fresh(parts) => {
-                    hit(&store);
+                    hit(&store, &ex.route.windows);
                     return Ok(serve(e, parts, &ex.request, "hit"));
                 }
                 BeforeRequest::Stale {
@@ -172,7 +173,7 @@ where
                 metrics::counter!("switchyard_cache_collapsed_total").increment(1);
                 return Ok(serve(&entry, parts, &ex.request, "hit; detail=collapsed"));
             }
-            miss(&store);
+            miss(&store, &ex.route.windows);
             fetch_and_store(inner, ex, &store, &settings, key, None, "uri-miss").await
         }
         Err(leader) => {
@@ -180,7 +181,7 @@ where
                 store.put_local(entry.clone(), None);
                 match entry.policy.before_request(&ex.request, SystemTime::now()) {
                     BeforeRequest::Fresh(parts) => {
-                        hit(&store);
+                        hit(&store, &ex.route.windows);
                         leader.publish(Some(entry.clone()));
                         return Ok(serve(&entry, parts, &ex.request, "hit; detail=shared-tier"));
                     }
@@ -196,7 +197,7 @@ where
                     BeforeRequest::Stale { .. } => {}
                 }
             }
-            miss(&store);
+            miss(&store, &ex.route.windows);
             let (resp, entry) =
                 fetch_and_store_inner(inner, ex, &store, &settings, key, None, "uri-miss").await?;
             leader.publish(entry);
@@ -205,12 +206,14 @@ where
     }
 }
 
-fn miss(store: &CacheStore) {
+fn miss(store: &CacheStore, windows: &Windows) {
+    windows.record_cache(crate::clock::now_ms(), false);
     store.counters.misses.fetch_add(1, Relaxed);
     metrics::counter!("switchyard_cache_misses_total").increment(1);
 }
 
-fn hit(store: &CacheStore) {
+fn hit(store: &CacheStore, windows: &Windows) {
+    windows.record_cache(crate::clock::now_ms(), true);
     store.counters.hits.fetch_add(1, Relaxed);
     metrics::counter!("switchyard_cache_hits_total").increment(1);
 }

@@ -221,6 +221,11 @@ impl ProxyState {
         }
     }
 
+    /// Whether any route caches responses.
+    pub fn caches(&self) -> bool {
+        self.routes.iter().any(|r| r.cache.is_some())
+    }
+
     /// `timeouts.request`, for requests the proxy makes on its own behalf
     /// (cache revalidations).
     pub fn request_timeout(&self) -> std::time::Duration {

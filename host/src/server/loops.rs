@@ -71,7 +71,11 @@ impl Server {
                 .collect(),
             in_flight: state.admission.in_flight(),
             concurrency_limit: state.admission.limit(),
-            cache_capacity_bytes: 0,
+            cache_capacity_bytes: if state.caches() {
+                state.cache.capacity()
+            } else {
+                0
+            },
             cpu_utilization: cpu,
             memory_rss_bytes: ProcessStats::rss_bytes(),
             memory_limit_bytes: ProcessStats::memory_limit_bytes(),
@@ -340,9 +344,11 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                 }
             }
             Adjustment::CacheCapacityBytes(requested) => {
+                // The store's byte bound is fixed when it is built (a
+                // config reload with a new `cache.capacity` rebuilds it).
                 tracing::debug!(
                     plugin,
-                    "cache capacity {requested} ignored: no response cache is configured"
+                    "cache capacity {requested} not applied: the cache's capacity is set by cache.capacity"
                 );
             }
         }

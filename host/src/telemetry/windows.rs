@@ -262,6 +262,12 @@ impl Windows {
         }
     }
 
+    /// A cache lookup on the request path: a hit or a miss.
+    #[inline]
+    pub fn record_cache(&self, now_ms: u64, hit: bool) {
+        self.seconds.record_cache(now_ms, hit);
+    }
+
     /// Folds every finished minute not yet folded into the minute log.
     fn fold(&self, now_ms: u64) {
         let Ok(mut log) = self.minutes.lock() else {

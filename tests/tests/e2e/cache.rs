@@ -246,6 +246,10 @@ async fn vary_keeps_one_variant_per_header_combination() {
         }
     }
     assert_eq!(origin.hits("/v"), 3, "one fetch per combination");
+    // Plugins see the same figures: half of the lookups hit.
+    let snapshot = proxy.admin_json("/admin/snapshot").await;
+    assert_eq!(snapshot["current"]["cache_hit_ratio"], 0.5, "{snapshot}");
+    assert_eq!(snapshot["cache_capacity_bytes"], 256 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
