@@ -148,6 +148,27 @@ async fn what_is_stored_follows_rfc_9111() {
             "detail=status",
         ),
     ];
+    let expires = |offset: i64| {
+        let now = std::time::SystemTime::now();
+        let at = if offset >= 0 {
+            now + Duration::from_secs(offset as u64)
+        } else {
+            now - Duration::from_secs(offset.unsigned_abs())
+        };
+        Script {
+            headers: vec![("expires".into(), imf_fixdate(at))],
+            ..Script::ok("", "exp")
+        }
+    };
+    let mut cases = cases;
+    cases.push(("/expires", expires(60), vec![], true, "stored"));
+    cases.push((
+        "/expired",
+        expires(-60),
+        vec![],
+        false,
+        "detail=no-freshness",
+    ));
     for (path, script, headers, cached, first_status) in cases {
         origin.script(path, script);
         let first = get(&http, &proxy, path, &headers).await;
@@ -246,9 +267,18 @@ async fn vary_keeps_one_variant_per_header_combination() {
         }
     }
     assert_eq!(origin.hits("/v"), 3, "one fetch per combination");
-    // Plugins see the same figures: half of the lookups hit.
+    origin.script(
+        "/v1",
+        Script::ok("max-age=60", "one").header("vary", "Accept-Language"),
+    );
+    for lang in ["de", "en", "de", "en", "fr"] {
+        get(&http, &proxy, "/v1", &[("accept-language", lang)]).await;
+    }
+    assert_eq!(origin.hits("/v1"), 3, "de, en and fr");
+    // Plugins see the same figures: 5 of the 11 lookups hit.
     let snapshot = proxy.admin_json("/admin/snapshot").await;
-    assert_eq!(snapshot["current"]["cache_hit_ratio"], 0.5, "{snapshot}");
+    let ratio = snapshot["current"]["cache_hit_ratio"].as_f64().unwrap();
+    assert!((ratio - 5.0 / 11.0).abs() < 1e-9, "{snapshot}");
     assert_eq!(snapshot["cache_capacity_bytes"], 256 << 20);
 }
 
