@@ -174,7 +174,9 @@ where
                 return Ok(serve(&entry, parts, &ex.request, "hit; detail=collapsed"));
             }
             miss(&store, &ex.route.windows);
-            fetch_and_store(inner, ex, &store, &settings, key, None, "uri-miss").await
+            fetch(inner, ex, &store, &settings, key)
+                .await
+                .map(|(resp, _)| resp)
         }
         Err(leader) => {
             if let Some(entry) = store.l2_get(&key).await {
@@ -198,8 +200,7 @@ where
                 }
             }
             miss(&store, &ex.route.windows);
-            let (resp, entry) =
-                fetch_and_store_inner(inner, ex, &store, &settings, key, None, "uri-miss").await?;
+            let (resp, entry) = fetch(inner, ex, &store, &settings, key).await?;
             leader.publish(entry);
             Ok(resp)
         }
@@ -586,39 +587,20 @@ where
     Ok((resp, None))
 }
 
-async fn fetch_and_store<S>(
-    inner: S,
-    ex: Exchange,
-    store: &CacheStore,
-    settings: &RouteCache,
-    key: String,
-    replaces: Option<&Arc<Entry>>,
-    why: &str,
-) -> Result<Response<ProxyBody>, ProxyError>
-where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
-{
-    fetch_and_store_inner(inner, ex, store, settings, key, replaces, why)
-        .await
-        .map(|(resp, _)| resp)
-}
-
 /// Forwards a miss and stores the response when RFC 9111 allows and it fits.
-async fn fetch_and_store_inner<S>(
+async fn fetch<S>(
     inner: S,
     ex: Exchange,
     store: &CacheStore,
     settings: &RouteCache,
     key: String,
-    replaces: Option<&Arc<Entry>>,
-    why: &str,
 ) -> Result<(Response<ProxyBody>, Option<Arc<Entry>>), ProxyError>
 where
     S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
 {
     let head = head_of(&ex.request);
     let resp = inner.oneshot(ex).await?;
-    store_response(head, resp, store, settings, key, replaces, why).await
+    store_response(head, resp, store, settings, key, None, "uri-miss").await
 }
 
 /// Stores `resp` (the answer to `head`) when RFC 9111 allows and it fits,
