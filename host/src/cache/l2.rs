@@ -15,8 +15,7 @@ use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::directives::stale_allowances;
-use super::store::Entry;
+use super::store::{Entry, Parts as EntryParts};
 
 /// Bound on each Redis call.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -307,18 +306,8 @@ fn decode(key: &str, bytes: &[u8]) -> Option<Entry> {
             HeaderName::from_bytes(n.as_bytes()).ok().map(|n| (n, v))
         })
         .collect::<Option<Vec<_>>>()?;
-    let now = SystemTime::now();
-    let (swr, sie) = stale_allowances(&headers);
-    let tags = headers
-        .get_all("surrogate-key")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(str::split_whitespace)
-        .map(str::to_string)
-        .collect();
-    Some(Entry {
+    Some(Entry::new(EntryParts {
         key: key.to_string(),
-        fresh_until: now + meta.policy.time_to_live(now),
         policy: meta.policy,
         status: StatusCode::from_u16(meta.status).ok()?,
         version: if meta.http10 {
@@ -328,10 +317,7 @@ fn decode(key: &str, bytes: &[u8]) -> Option<Entry> {
         },
         headers,
         body,
-        tags,
-        swr,
-        sie,
         vary,
         method: http::Method::from_bytes(meta.method.as_bytes()).ok()?,
-    })
+    }))
 }

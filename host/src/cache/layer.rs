@@ -20,15 +20,36 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::cache_key;
 use super::directives::{
-    not_stored_reason, request_forbids_stale, shares_cookies, stale_allowances,
-    varies_on_everything,
+    not_stored_reason, request_forbids_stale, shares_cookies, varies_on_everything,
 };
-use super::store::{CacheStore, Entry};
+use super::store::{CacheStore, Entry, Parts as EntryParts};
 use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
 use crate::telemetry::Windows;
 
 /// Name this cache uses in `Cache-Status` (RFC 9211).
 const CACHE_NAME: &str = "Switchyard";
+
+/// The phases below the cache, as the cache needs them: cloneable and
+/// sendable, for revalidations that run in the background.
+pub trait Downstream:
+    Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Downstream for S where
+    S: Service<
+            Exchange,
+            Response = Response<ProxyBody>,
+            Error = ProxyError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CacheLayer;
@@ -49,11 +70,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyEr
 
 impl<S> Service<Exchange> for Cache<S>
 where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Downstream,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -103,11 +120,7 @@ async fn handle<S>(
     settings: RouteCache,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Downstream,
 {
     let method = ex.request.method().clone();
     let host = host_of(&ex.request);
@@ -442,11 +455,7 @@ async fn revalidate<S>(
     now: SystemTime,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Downstream,
 {
     let stale_by = entry.stale_by(now);
     let may_serve_stale = !request_forbids_stale(ex.request.headers());
@@ -559,22 +568,16 @@ where
     if resp.status() == StatusCode::NOT_MODIFIED {
         let updated = match entry.policy.after_response(&head, &resp, SystemTime::now()) {
             AfterResponse::NotModified(policy, parts) | AfterResponse::Modified(policy, parts) => {
-                let now = SystemTime::now();
-                let (swr, sie) = stale_allowances(&parts.headers);
-                Arc::new(Entry {
+                Arc::new(Entry::new(EntryParts {
                     key: entry.key.clone(),
-                    fresh_until: now + policy.time_to_live(now),
                     policy,
                     status: entry.status,
                     version: entry.version,
                     headers: parts.headers,
                     body: entry.body.clone(),
-                    tags: entry.tags.clone(),
-                    swr,
-                    sie,
                     vary: entry.vary.clone(),
                     method: entry.method.clone(),
-                })
+                }))
             }
         };
         store.put(updated.clone(), Some(&entry));
@@ -659,7 +662,6 @@ async fn store_response(
         }
     }
     let body_bytes = buf.freeze();
-    let (swr, sie) = stale_allowances(&parts.headers);
     let vary = parts
         .headers
         .get_all(header::VARY)
@@ -672,28 +674,16 @@ async fn store_response(
             (n, v)
         })
         .collect();
-    let tags = parts
-        .headers
-        .get_all("surrogate-key")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(str::split_whitespace)
-        .map(str::to_string)
-        .collect();
-    let entry = Arc::new(Entry {
+    let entry = Arc::new(Entry::new(EntryParts {
         key,
-        fresh_until: now + policy.time_to_live(now),
         policy,
         status: parts.status,
         version: parts.version,
         headers: parts.headers.clone(),
         body: body_bytes.clone(),
-        tags,
-        swr,
-        sie,
         vary,
         method: head.method().clone(),
-    });
+    }));
     store.put(entry.clone(), replaces);
     let body = http_body_util::Full::new(body_bytes)
         .map_err(|never| match never {})

@@ -13,6 +13,7 @@ use http_cache_semantics::CachePolicy;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::directives::stale_allowances;
 use super::l2::L2;
 use crate::config::{CacheEviction, CacheSection};
 
@@ -39,7 +40,48 @@ pub struct Entry {
     pub method: http::Method,
 }
 
+/// What an entry is made of; the rest is derived from it.
+pub struct Parts {
+    pub key: String,
+    pub policy: CachePolicy,
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub vary: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+    pub method: http::Method,
+}
+
 impl Entry {
+    /// An entry as of now: freshness from the policy, stale allowances from
+    /// `Cache-Control`, tags from `Surrogate-Key`.
+    pub fn new(p: Parts) -> Entry {
+        let now = SystemTime::now();
+        let (swr, sie) = stale_allowances(&p.headers);
+        let tags = p
+            .headers
+            .get_all("surrogate-key")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(str::split_whitespace)
+            .map(str::to_string)
+            .collect();
+        Entry {
+            fresh_until: now + p.policy.time_to_live(now),
+            key: p.key,
+            policy: p.policy,
+            status: p.status,
+            version: p.version,
+            headers: p.headers,
+            body: p.body,
+            tags,
+            swr,
+            sie,
+            vary: p.vary,
+            method: p.method,
+        }
+    }
+
     /// Bytes the entry costs the store.
     pub fn weight(&self) -> u32 {
         let headers: usize = self
