@@ -16,7 +16,7 @@ use super::stats::Recorder;
 use crate::config::PhaseKind;
 use crate::plugins::GeneratorPlugin;
 use crate::plugins::bindings::generate::{BatchContext, IdSource, OpKind, OpResult, Operation};
-use crate::proxy::upstream::{self, ConnPool, UpstreamBody, UpstreamError};
+use crate::proxy::upstream::{self, ConnPool, UpstreamError};
 
 /// Where load goes: `http://host:port/base`.
 #[derive(Clone, Debug)]
@@ -520,7 +520,7 @@ impl Engine {
             _ => None,
         };
         let mut body =
-            UpstreamBody::new(conn, head.framing, head.keep_alive, self.pool.clone(), None);
+            upstream::upstream_body(conn, head.framing, head.keep_alive, self.pool.clone(), None);
         let mut kept = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame =

@@ -16,7 +16,7 @@ use tower::Service;
 use super::error::ProxyError;
 use super::headers::prepare_response;
 use super::state::Upstream;
-use super::upstream::{self, InFlight, UpstreamBody, UpstreamError};
+use super::upstream::{self, InFlight, UpstreamError};
 use super::{ConnInfo, ProxyBody};
 use crate::balance::{Eligibility, PickContext, hash_bytes};
 use crate::clock;
@@ -177,7 +177,7 @@ async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
             record_outcome(&upstream, idx, Outcome::Response(status), elapsed, done);
             let mut parts = head.parts;
             prepare_response(&mut parts);
-            let body = UpstreamBody::new(
+            let body = upstream::upstream_body(
                 conn,
                 head.framing,
                 head.keep_alive,

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{ConnInfo, ProxyService, ProxyState};
+use super::{ConnInfo, ProxyService, ProxyState, h1};
 
 /// A bound, not yet serving, proxy listener.
 pub struct Listener {
@@ -62,23 +61,20 @@ impl ListenerHandle {
     }
 }
 
-fn connection_builder(state: &ProxyState) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// Per-connection settings from a config snapshot.
+fn connection_settings(state: &ProxyState) -> h1::Settings {
     let max_header = state.limits.max_header_bytes;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Also bounds how long an idle keep-alive connection waits for its
-        // next request.
-        .header_read_timeout(state.timeouts.header_read.get())
-        .max_buf_size(max_header.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(state.timeouts.client_idle.get()));
-    builder
+    h1::Settings {
+        // Also bounds how long an idle keep-alive connection waits for its
+        // next request.
+        header_read: state.timeouts.header_read.get(),
+        max_header_bytes: max_header,
+        h2: Arc::new(h2),
+    }
 }
 
 async fn accept_loop(
@@ -89,9 +85,10 @@ async fn accept_loop(
     let local = tcp
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender; all dropped = all drained.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
     let mut version = String::new();
-    let mut builder = connection_builder(&state.load());
+    let mut settings = connection_settings(&state.load());
     let mut drain = state.load().timeouts.drain.get();
     loop {
         let accepted = tokio::select! {
@@ -109,34 +106,27 @@ async fn accept_loop(
         };
         let current = state.load();
         if current.version != version {
-            builder = connection_builder(&current);
+            settings = connection_settings(&current);
             drain = current.timeouts.drain.get();
             version.clone_from(&current.version);
         }
         let _ = stream.set_nodelay(true);
         let service = ProxyService::new(state.clone(), ConnInfo::new(remote, local));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (settings, stop, alive) = (settings.clone(), stopped.clone(), alive.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%remote, "connection ended: {e}");
-            }
+            h1::serve(stream, service, settings, stop).await;
+            drop(alive);
         });
     }
     drop(tcp);
-    let open = graceful.count();
-    if open > 0 {
+    drop(alive);
+    if !drained.is_closed() {
         tracing::info!(
-            "{local}: stopped accepting; draining {open} connections (up to {})",
+            "{local}: stopped accepting; draining connections (up to {})",
             humantime::format_duration(drain)
         );
     }
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, drained.recv()).await.is_err() {
         tracing::warn!("{local}: drain timeout reached; closing remaining connections");
     }
 }

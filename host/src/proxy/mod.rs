@@ -13,8 +13,10 @@
 //! request runs on and the client's address.
 
 mod admission;
+mod decode;
 mod error;
 mod forward;
+mod h1;
 mod headers;
 mod layers;
 mod listener;

@@ -64,13 +64,30 @@ fn respond(
     }))
 }
 
+/// The future of one request through the stack.
+pub type Dispatched = futures_util::future::Map<
+    <Stack as Service<Arrival>>::Future,
+    fn(Result<Response<ProxyBody>, ProxyError>) -> Result<Response<ProxyBody>, Infallible>,
+>;
+
+impl ProxyService {
+    /// Runs a request, received at `received`, through the phases.
+    pub fn dispatch(&self, request: Request<ProxyBody>, received: Instant) -> Dispatched {
+        let arrival = Arrival {
+            request,
+            conn: self.conn.clone(),
+            state: self.state.load_full(),
+            received,
+        };
+        self.stack.clone().call(arrival).map(respond)
+    }
+}
+
+/// HTTP/2 connections, served by hyper.
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = futures_util::future::Map<
-        <Stack as Service<Arrival>>::Future,
-        fn(Result<Response<ProxyBody>, ProxyError>) -> Result<Response<ProxyBody>, Infallible>,
-    >;
+    type Future = Dispatched;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let received = Instant::now();
@@ -79,12 +96,6 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         } else {
             req.map(|b| b.map_err(Into::into).boxed_unsync())
         };
-        let arrival = Arrival {
-            request,
-            conn: self.conn.clone(),
-            state: self.state.load_full(),
-            received,
-        };
-        self.stack.clone().call(arrival).map(respond)
+        self.dispatch(request, received)
     }
 }

@@ -25,7 +25,7 @@ async fn oversize_headers_get_431() {
         .await
         .unwrap();
     assert_eq!(r.status, 431);
-    // Beyond the read buffer: hyper itself refuses the head.
+    // Far beyond the limit: refused while the head is still being read.
     let huge = "y".repeat(20_000);
     let r = request(Method::GET, &proxy.url("/"), &[("x-huge", &huge)], "")
         .await
@@ -232,4 +232,59 @@ async fn http2_with_prior_knowledge_is_served() {
     let seen = b.ctl.last_headers.lock().unwrap().clone().unwrap();
     assert_eq!(seen["via"], "2 switchyard");
     assert_eq!(seen["host"], proxy.addr.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_wire_rules_pipelining_continue_and_ambiguous_framing() {
+    let b = TestBackend::start("b").await;
+    let proxy = Proxy::start(&app(&b, ""));
+    // Three pipelined requests on one connection, answered in order.
+    let resp = raw(
+        proxy.addr,
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{resp}");
+    assert!(resp.contains("connection: close\r\n"), "{resp}");
+    assert_eq!(b.requests(), 3);
+
+    // HTTP/1.0 without keep-alive: answered, then closed (raw reads to EOF).
+    let resp = raw(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+
+    // Expect: 100-continue gets the interim answer before the final one.
+    let resp = raw(
+        proxy.addr,
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\
+          Connection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{resp}"
+    );
+
+    // Both framings at once is a smuggling vector: refused, never forwarded.
+    let before = b.requests();
+    let resp = raw(
+        proxy.addr,
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{resp}");
+    assert!(
+        resp.ends_with("400 Bad Request: both transfer-encoding and content-length\n"),
+        "{resp}"
+    );
+    let resp = raw(proxy.addr, b"GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n").await;
+    assert!(
+        resp.ends_with("400 Bad Request: malformed request head\n"),
+        "{resp}"
+    );
+    assert_eq!(
+        b.requests(),
+        before,
+        "nothing malformed reached the backend"
+    );
 }

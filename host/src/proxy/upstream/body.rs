@@ -4,18 +4,16 @@
 //! drops then too, so least-connections and the breaker see streaming
 //! responses as the load they are.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
-use http_body::{Body, Frame, SizeHint};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
 
 use super::codec::Framing;
 use super::{ConnPool, UpstreamConn};
-use crate::proxy::{BoxError, Upstream};
+use crate::proxy::Upstream;
+use crate::proxy::decode::{BodySource, Decoder, FramedBody};
 
 /// Counts one request in flight on a backend (and its upstream) for as long
 /// as it lives.
@@ -49,227 +47,57 @@ impl Drop for InFlight {
     }
 }
 
-enum State {
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd,
-    Trailers,
-    UntilClose,
-    Done,
-}
+/// A response body read straight off a backend connection.
+pub type UpstreamBody = FramedBody<BackendEnd>;
 
-pub struct UpstreamBody {
+/// The backend connection a response body reads from, and where it goes
+/// when the body is done.
+pub struct BackendEnd {
     conn: Option<UpstreamConn>,
-    state: State,
     keep_alive: bool,
     pool: Arc<ConnPool>,
     guard: Option<InFlight>,
 }
 
-/// Longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 8 * 1024;
-
-fn invalid(msg: &str) -> BoxError {
-    Box::new(io::Error::new(io::ErrorKind::InvalidData, msg.to_string()))
+/// A response body on `conn`, framed as the head said.
+pub fn upstream_body(
+    conn: UpstreamConn,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<ConnPool>,
+    guard: Option<InFlight>,
+) -> UpstreamBody {
+    let decoder = match framing {
+        Framing::Empty | Framing::Length(0) => Decoder::Done,
+        Framing::Length(n) => Decoder::Length(n),
+        Framing::Chunked => Decoder::ChunkSize,
+        Framing::UntilClose => Decoder::UntilClose,
+    };
+    let end = BackendEnd {
+        conn: Some(conn),
+        keep_alive: keep_alive && decoder != Decoder::UntilClose,
+        pool,
+        guard,
+    };
+    FramedBody::new(end, decoder)
 }
 
-impl UpstreamBody {
-    pub fn new(
-        conn: UpstreamConn,
-        framing: Framing,
-        keep_alive: bool,
-        pool: Arc<ConnPool>,
-        guard: Option<InFlight>,
-    ) -> Self {
-        let state = match framing {
-            Framing::Empty | Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::UntilClose => State::UntilClose,
-        };
-        let mut body = UpstreamBody {
-            conn: Some(conn),
-            state,
-            keep_alive,
-            pool,
-            guard,
-        };
-        if matches!(body.state, State::Done) {
-            body.finish();
-        }
-        body
+impl BodySource for BackendEnd {
+    fn io(&mut self) -> Option<(&TcpStream, &mut BytesMut)> {
+        self.conn.as_mut().map(|c| (&c.stream, &mut c.buf))
     }
 
-    /// The body is complete: the connection goes back to the pool (when the
+    /// The connection goes back to the pool (when the body is complete, the
     /// backend allows and left nothing unexpected behind) and the request
     /// stops counting as in flight.
-    fn finish(&mut self) {
-        self.state = State::Done;
+    fn finish(&mut self, complete: bool) {
         self.guard.take();
         if let Some(conn) = self.conn.take()
+            && complete
             && self.keep_alive
             && conn.buf.is_empty()
         {
             self.pool.checkin(conn);
-        }
-    }
-
-    fn buf(&mut self) -> &mut bytes::BytesMut {
-        // Only called while a state that reads is active, i.e. with a connection.
-        &mut self
-            .conn
-            .as_mut()
-            .expect("body reads with a connection")
-            .buf
-    }
-
-    /// Reads more from the backend; `Ok(0)` is end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        loop {
-            ready!(conn.stream.poll_read_ready(cx))?;
-            if conn.buf.capacity() - conn.buf.len() < 4096 {
-                conn.buf.reserve(16 * 1024);
-            }
-            match conn.stream.try_read_buf(&mut conn.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e.into())),
-            }
-        }
-    }
-
-    /// Reads more; the backend closing the connection here is an error.
-    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match ready!(self.poll_fill(cx))? {
-            0 => Poll::Ready(Err(invalid("the backend closed the connection mid-body"))),
-            _ => Poll::Ready(Ok(())),
-        }
-    }
-
-    /// Up to `max` buffered bytes.
-    fn take(&mut self, max: u64) -> Bytes {
-        let n = max.min(self.buf().len() as u64) as usize;
-        self.buf().split_to(n).freeze()
-    }
-
-    /// A complete CRLF-terminated line from the buffer, without the CRLF.
-    fn take_line(&mut self) -> Result<Option<Bytes>, BoxError> {
-        let buf = self.buf();
-        match buf.windows(2).position(|w| w == b"\r\n") {
-            Some(at) => {
-                let line = buf.split_to(at).freeze();
-                buf.advance(2);
-                Ok(Some(line))
-            }
-            None if buf.len() > MAX_LINE => Err(invalid("chunk-size or trailer line too long")),
-            None => Ok(None),
-        }
-    }
-
-    /// The next piece of body data, decoding the framing.
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>> {
-        loop {
-            match self.state {
-                State::Done => return Poll::Ready(Ok(None)),
-                State::Length(remaining) => {
-                    if self.buf().is_empty() {
-                        ready!(self.poll_more(cx))?;
-                    }
-                    let data = self.take(remaining);
-                    let left = remaining - data.len() as u64;
-                    if left == 0 {
-                        self.finish();
-                    } else {
-                        self.state = State::Length(left);
-                    }
-                    return Poll::Ready(Ok(Some(data)));
-                }
-                State::UntilClose => {
-                    if self.buf().is_empty() && ready!(self.poll_fill(cx))? == 0 {
-                        self.keep_alive = false;
-                        self.finish();
-                        return Poll::Ready(Ok(None));
-                    }
-                    return Poll::Ready(Ok(Some(self.buf().split().freeze())));
-                }
-                State::ChunkSize | State::Trailers => {
-                    let Some(line) = self.take_line()? else {
-                        ready!(self.poll_more(cx))?;
-                        continue;
-                    };
-                    if matches!(self.state, State::Trailers) {
-                        // Trailers are not forwarded; the blank line ends the body.
-                        if line.is_empty() {
-                            self.finish();
-                            return Poll::Ready(Ok(None));
-                        }
-                        continue;
-                    }
-                    let size = line.split(|b| *b == b';').next().unwrap_or_default();
-                    let size = std::str::from_utf8(size)
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                        .ok_or_else(|| invalid("invalid chunk size"))?;
-                    self.state = if size == 0 {
-                        State::Trailers
-                    } else {
-                        State::ChunkData(size)
-                    };
-                }
-                State::ChunkData(remaining) => {
-                    if self.buf().is_empty() {
-                        ready!(self.poll_more(cx))?;
-                    }
-                    let data = self.take(remaining);
-                    let left = remaining - data.len() as u64;
-                    self.state = if left == 0 {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(left)
-                    };
-                    return Poll::Ready(Ok(Some(data)));
-                }
-                State::ChunkEnd => {
-                    if self.buf().len() < 2 {
-                        ready!(self.poll_more(cx))?;
-                        continue;
-                    }
-                    if &self.buf()[..2] != b"\r\n" {
-                        return Poll::Ready(Err(invalid("chunk data not followed by CRLF")));
-                    }
-                    self.buf().advance(2);
-                    self.state = State::ChunkSize;
-                }
-            }
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.poll_data(cx)
-            .map(|r| r.transpose().map(|d| d.map(Frame::data)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Done => SizeHint::with_exact(0),
-            State::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
         }
     }
 }
@@ -281,6 +109,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::proxy::BoxError;
 
     /// A body over a real loopback connection whose far end writes `parts`.
     async fn body_of(
@@ -310,10 +139,7 @@ mod tests {
             reused: false,
         };
         let pool = Arc::new(ConnPool::default());
-        (
-            UpstreamBody::new(conn, framing, true, pool.clone(), None),
-            pool,
-        )
+        (upstream_body(conn, framing, true, pool.clone(), None), pool)
     }
 
     async fn read_all(body: UpstreamBody) -> Result<Vec<u8>, BoxError> {

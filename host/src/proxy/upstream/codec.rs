@@ -130,25 +130,56 @@ fn parse_head<T>(
     }
 }
 
+/// Where one header's name and value sit in a head: offsets and lengths.
+/// Kept on the stack while parsing, so that the names and values can then
+/// point into one shared, frozen copy of the head.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Span {
+    name_at: u32,
+    name_len: u32,
+    value_at: u32,
+    value_len: u32,
+}
+
+/// Records the spans of `headers`, parsed from a head starting at `base`.
+pub fn record_spans(headers: &[httparse::Header<'_>], base: usize, spans: &mut [Span]) {
+    for (span, h) in spans.iter_mut().zip(headers) {
+        let at = |p: *const u8| (p as usize - base) as u32;
+        *span = Span {
+            name_at: at(h.name.as_ptr()),
+            name_len: h.name.len() as u32,
+            value_at: at(h.value.as_ptr()),
+            value_len: h.value.len() as u32,
+        };
+    }
+}
+
+/// The header map of a frozen head, its values sharing the head's bytes,
+/// with room for `extra` more entries.
+pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Result<HeaderMap, ParseError> {
+    let mut map = HeaderMap::with_capacity(spans.len() + extra);
+    for s in spans {
+        let name = &head[s.name_at as usize..(s.name_at + s.name_len) as usize];
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| ParseError::Invalid("bad header name".into()))?;
+        let value = HeaderValue::from_maybe_shared(
+            head.slice(s.value_at as usize..(s.value_at + s.value_len) as usize),
+        )
+        .map_err(|_| ParseError::Invalid(format!("bad value of header {name}")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
 /// Parses a complete response head off the front of `buf`. `Ok(None)`: more
 /// bytes are needed. Interim (1xx) responses are consumed and skipped.
 pub fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ResponseHead>, ParseError> {
-    // Offsets into the head, kept on the stack, so that the names and values
-    // can point into one shared, frozen copy of the head.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut spans = [Span::default(); MAX_HEADERS];
     let parsed = parse_head(buf, |raw| {
-        for (span, h) in spans.iter_mut().zip(raw.headers.iter()) {
-            let at = |p: *const u8| (p as usize - raw.base) as u32;
-            *span = (
-                at(h.name.as_ptr()),
-                h.name.len() as u32,
-                at(h.value.as_ptr()),
-                h.value.len() as u32,
-            );
-        }
+        record_spans(raw.headers, raw.base, &mut spans);
         let iter = raw.headers.iter().map(|h| (h.name.as_bytes(), h.value));
         let framing = framing_of(raw.version, raw.status, method, iter)?;
         Ok((raw.status, raw.version, raw.headers.len(), framing))
@@ -157,17 +188,8 @@ pub fn parse_response_head(
     else {
         return Ok(None);
     };
-    let mut map = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = &head[name_at as usize..(name_at + name_len) as usize];
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| ParseError::Invalid("bad header name".into()))?;
-        let value = HeaderValue::from_maybe_shared(
-            head.slice(value_at as usize..(value_at + value_len) as usize),
-        )
-        .map_err(|_| ParseError::Invalid(format!("bad value of header {name}")))?;
-        map.append(name, value);
-    }
+    // Room for the `Via` the proxy adds, so that adding it does not regrow.
+    let mut map = header_map(&head, &spans[..count], 1)?;
     if ignore_length {
         // A length next to chunked coding is ignored (RFC 9112 §6.3).
         map.remove(header::CONTENT_LENGTH);
@@ -221,7 +243,7 @@ pub fn parse_response_lean(
     Ok(parsed.map(|(head, _)| head))
 }
 
-fn lists_token(value: &[u8], token: &str) -> bool {
+pub fn lists_token(value: &[u8], token: &str) -> bool {
     std::str::from_utf8(value)
         .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }

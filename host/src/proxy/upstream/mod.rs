@@ -23,8 +23,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use body::{InFlight, UpstreamBody};
-pub use codec::{Framing, LeanHead, ResponseHead};
+pub use body::{InFlight, UpstreamBody, upstream_body};
+pub use codec::{Framing, LeanHead, ResponseHead, Span, header_map, lists_token, record_spans};
 pub use pool::{ConnPool, Pools};
 
 use super::{BoxError, ProxyBody};
