@@ -440,6 +440,7 @@ fn sibling(ex: &Exchange, parts: request::Parts) -> Exchange {
         route: ex.route.clone(),
         received: Instant::now(),
         deadline: Instant::now() + ex.state.request_timeout(),
+        added: Vec::new(),
     }
 }
 

@@ -9,14 +9,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http::{Request, Response, header, request};
+use http::{Request, Response, header};
 use http_body_util::{BodyExt, LengthLimitError};
 use tower::Service;
 
 use super::error::ProxyError;
 use super::headers::prepare_response;
 use super::state::Upstream;
-use super::upstream::{self, InFlight, UpstreamError};
+use super::upstream::{self, InFlight, Outbound, UpstreamError};
 use super::{ConnInfo, ProxyBody};
 use crate::balance::{Eligibility, PickContext, hash_bytes};
 use crate::clock;
@@ -26,7 +26,7 @@ use crate::health::{Outcome, record_outcome};
 /// One try of a request against one backend.
 pub struct Attempt {
     /// The request head, shared by every attempt of one request.
-    pub head: Arc<request::Parts>,
+    pub head: Arc<Outbound>,
     /// The body, for requests that are never retried.
     pub body: Option<ProxyBody>,
     pub upstream: Arc<Upstream>,

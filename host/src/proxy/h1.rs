@@ -52,6 +52,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// request body so that the client sees the response before the close.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
+/// Body pieces gathered for one vectored write, at most (a chunk is three).
+const MAX_PENDING: usize = 32;
 
 /// What a connection needs from the config, read once when it is accepted.
 #[derive(Clone)]
@@ -102,6 +104,7 @@ pub async fn serve(
         buf: BytesMut::with_capacity(8 * 1024),
     });
     let mut out = Vec::with_capacity(1024);
+    let mut pending = Vec::with_capacity(MAX_PENDING + 3);
     let timer = tokio::time::sleep(settings.header_read);
     tokio::pin!(timer);
     let mut stop_wait = stop.clone();
@@ -185,7 +188,8 @@ pub async fn serve(
             Ok(response) => response,
             Err(never) => match never {},
         };
-        let keep = match write_response(&mut writer, &mut out, response, &facts).await {
+        let keep = match write_response(&mut writer, &mut out, &mut pending, response, &facts).await
+        {
             Ok(keep) => keep,
             Err(e) => {
                 tracing::debug!("response to the client failed: {e}");
@@ -408,6 +412,7 @@ struct Facts {
 async fn write_response(
     writer: &mut OwnedWriteHalf,
     out: &mut Vec<u8>,
+    pending: &mut Vec<Bytes>,
     response: Response<ProxyBody>,
     req: &Facts,
 ) -> io::Result<bool> {
@@ -469,7 +474,7 @@ async fn write_response(
         return Ok(keep);
     }
     // Pieces not yet written, after the head in `out`.
-    let mut pending: Vec<Bytes> = Vec::new();
+    pending.clear();
     let mut head_written = false;
     let mut sent = 0u64;
     loop {
@@ -477,7 +482,7 @@ async fn write_response(
         let next = match body.frame().now_or_never() {
             Some(next) => next,
             None => {
-                flush(writer, out, &mut head_written, &mut pending).await?;
+                flush(writer, out, &mut head_written, pending).await?;
                 body.frame().await
             }
         };
@@ -500,14 +505,14 @@ async fn write_response(
         } else {
             pending.push(data);
         }
-        if pending.len() > 32 {
-            flush(writer, out, &mut head_written, &mut pending).await?;
+        if pending.len() > MAX_PENDING {
+            flush(writer, out, &mut head_written, pending).await?;
         }
     }
     if chunked {
         pending.push(Bytes::from_static(b"0\r\n\r\n"));
     }
-    flush(writer, out, &mut head_written, &mut pending).await?;
+    flush(writer, out, &mut head_written, pending).await?;
     // A body shorter than it declared leaves the client waiting: close.
     Ok(keep && length.is_none_or(|n| n == sent))
 }
@@ -519,12 +524,17 @@ async fn flush(
     head_written: &mut bool,
     pending: &mut Vec<Bytes>,
 ) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() + 1);
+    let mut slices = [IoSlice::new(&[]); MAX_PENDING + 4];
+    let mut n = 0;
     if !*head_written {
-        slices.push(IoSlice::new(head));
+        slices[0] = IoSlice::new(head);
+        n = 1;
     }
-    slices.extend(pending.iter().map(|b| IoSlice::new(b)));
-    let mut rest = &mut slices[..];
+    for piece in pending.iter() {
+        slices[n] = IoSlice::new(piece);
+        n += 1;
+    }
+    let mut rest = &mut slices[..n];
     while !rest.is_empty() {
         let n = writer.write_vectored(rest).await?;
         if n == 0 {
@@ -552,7 +562,7 @@ async fn write_local(
         keep_alive: false,
         received: Instant::now(),
     };
-    write_response(writer, out, response, &facts).await
+    write_response(writer, out, &mut Vec::new(), response, &facts).await
 }
 
 async fn write_error(

@@ -87,32 +87,55 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Rewrites a client request's headers for the backend.
-pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) {
+/// Whether a client header is left out towards the backend because the
+/// proxy sets its own.
+pub fn replaced_by_proxy(name: &HeaderName) -> bool {
+    name == X_FORWARDED_FOR || name == X_FORWARDED_HOST || name == X_FORWARDED_PROTO
+}
+
+fn line(out: &mut Vec<u8>, name: &str, parts: &[&[u8]]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Prepares a client request for the backend: removes hop-by-hop headers
+/// and returns the header lines the proxy adds, encoded, for the request
+/// encoder to append (no header-map insertions on the hot path).
+pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
     remove_hop_by_hop(&mut parts.headers);
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    };
-    let headers = &mut parts.headers;
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        headers.entry(header::HOST).or_insert(host);
-    }
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => {
-            let ip = conn.client_ip.to_str().unwrap_or("unknown");
-            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+    let (mut host, mut prior) = (None, Vec::new());
+    for (name, value) in &parts.headers {
+        if name == header::HOST {
+            host = Some(value);
+        } else if name == X_FORWARDED_FOR && !value.as_bytes().trim_ascii().is_empty() {
+            prior.push(value.as_bytes());
         }
-        _ => Some(conn.client_ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    headers.append(header::VIA, via_value(parts.version));
+    let mut out = Vec::with_capacity(160);
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    if host.is_none()
+        && let Some(a) = authority
+    {
+        line(&mut out, "host", &[a]);
+    }
+    if let Some(h) = authority.or(host.map(HeaderValue::as_bytes)) {
+        line(&mut out, "x-forwarded-host", &[h]);
+    }
+    let mut xff: Vec<&[u8]> = Vec::with_capacity(prior.len() * 2 + 1);
+    for p in prior {
+        xff.extend([p, b", "]);
+    }
+    xff.push(conn.client_ip.as_bytes());
+    line(&mut out, "x-forwarded-for", &xff);
+    line(&mut out, "x-forwarded-proto", &[b"http"]);
+    line(&mut out, "via", &[via_value(parts.version).as_bytes()]);
     // Backends are spoken to in HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
+    out
 }
 
 /// Rewrites a backend response's headers for the client.

@@ -122,6 +122,7 @@ where
             state: a.state,
             route: route.clone(),
             received: a.received,
+            added: Vec::new(),
         };
         let fut = self.inner.clone().call(exchange);
         Box::pin(async move {
@@ -167,7 +168,7 @@ where
 
     fn call(&mut self, mut ex: Exchange) -> S::Future {
         let (mut parts, body) = ex.request.into_parts();
-        prepare_request(&mut parts, &ex.conn);
+        ex.added = prepare_request(&mut parts, &ex.conn);
         ex.request = http::Request::from_parts(parts, body);
         self.inner.call(ex)
     }

@@ -17,7 +17,7 @@ mod decode;
 mod error;
 mod forward;
 mod h1;
-mod headers;
+pub(crate) mod headers;
 mod layers;
 mod listener;
 mod retry;
@@ -99,4 +99,6 @@ pub struct Exchange {
     /// When the whole exchange must have its response headers, retries
     /// included (`timeouts.request`).
     pub deadline: Instant,
+    /// Header lines the forwarded-headers phase adds, encoded.
+    pub added: Vec<u8>,
 }

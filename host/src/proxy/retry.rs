@@ -13,6 +13,8 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 use http::{Method, Response, StatusCode};
+
+use super::upstream::Outbound;
 use http_body::Body;
 use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::util::rng::HasherRng;
@@ -136,7 +138,10 @@ where
         let mut inner = self.inner.clone();
         let (conn, deadline) = (ex.conn, ex.deadline);
         let (parts, body) = ex.request.into_parts();
-        let head = Arc::new(parts);
+        let head = Arc::new(Outbound {
+            parts,
+            added: ex.added,
+        });
         let attempt = move |upstream, body, tried| Attempt {
             head: head.clone(),
             body,

@@ -48,8 +48,15 @@ pub enum ParseError {
     TooLarge,
 }
 
-/// Appends `METHOD path HTTP/1.1`, the headers and the blank line.
-pub fn encode_request_head(parts: &request::Parts, framing: RequestFraming, out: &mut Vec<u8>) {
+/// Appends `METHOD path HTTP/1.1`, the headers, the proxy's `added` lines
+/// (which replace the client's `X-Forwarded-*` when present) and the blank
+/// line.
+pub fn encode_request_head(
+    parts: &request::Parts,
+    added: &[u8],
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -63,6 +70,9 @@ pub fn encode_request_head(parts: &request::Parts, framing: RequestFraming, out:
         if framing == RequestFraming::Chunked && name == header::CONTENT_LENGTH {
             continue;
         }
+        if !added.is_empty() && crate::proxy::headers::replaced_by_proxy(name) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -71,6 +81,7 @@ pub fn encode_request_head(parts: &request::Parts, framing: RequestFraming, out:
     if framing == RequestFraming::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    out.extend_from_slice(added);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -326,7 +337,7 @@ mod tests {
             .insert("host", HeaderValue::from_static("example.com"));
         let (parts, _) = req.into_parts();
         let mut out = Vec::new();
-        encode_request_head(&parts, RequestFraming::AsDeclared, &mut out);
+        encode_request_head(&parts, b"", RequestFraming::AsDeclared, &mut out);
         assert_eq!(out, b"GET /a/b?c=1 HTTP/1.1\r\nhost: example.com\r\n\r\n");
     }
 

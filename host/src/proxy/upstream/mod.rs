@@ -30,6 +30,17 @@ pub use pool::{ConnPool, Pools};
 use super::{BoxError, ProxyBody};
 use codec::{RequestFraming, encode_request_head, parse_response_head};
 
+/// A request head on its way to a backend: the client's parts and the
+/// header lines the proxy adds (`X-Forwarded-*`, `Via`, a missing `Host`),
+/// already encoded. When there are added lines, the client's own
+/// `X-Forwarded-For`, `-Host` and `-Proto` are left out: the added lines
+/// replace them.
+#[derive(Debug)]
+pub struct Outbound {
+    pub parts: request::Parts,
+    pub added: Vec<u8>,
+}
+
 /// An open connection to a backend.
 pub struct UpstreamConn {
     stream: TcpStream,
@@ -95,10 +106,11 @@ pub async fn connect(
 /// Sends a request on `conn` and reads the response head.
 pub async fn exchange(
     conn: &mut UpstreamConn,
-    head: &request::Parts,
+    out: &Outbound,
     body: Option<ProxyBody>,
 ) -> Result<ResponseHead, UpstreamError> {
     let stale_on = |conn: &UpstreamConn, received: bool| conn.reused && !received;
+    let head = &out.parts;
     let framing = match &body {
         Some(_) if !head.headers.contains_key(http::header::CONTENT_LENGTH) => {
             RequestFraming::Chunked
@@ -106,7 +118,7 @@ pub async fn exchange(
         _ => RequestFraming::AsDeclared,
     };
     conn.out.clear();
-    encode_request_head(head, framing, &mut conn.out);
+    encode_request_head(head, &out.added, framing, &mut conn.out);
     if let Err(source) = conn.stream.write_all(&conn.out).await {
         return Err(UpstreamError::Io {
             stale: stale_on(conn, false),
@@ -221,7 +233,7 @@ pub async fn send(
     pool: &ConnPool,
     authority: &Authority,
     connect_timeout: Duration,
-    head: &request::Parts,
+    head: &Outbound,
     body: Option<ProxyBody>,
 ) -> Result<(UpstreamConn, ResponseHead), UpstreamError> {
     let replayable = body.is_none() || body.as_ref().is_some_and(Body::is_end_stream);
