@@ -25,3 +25,8 @@ run_rounds "$ROUNDS" direct:$BACKEND_PORT switchyard:$SY_PORT nginx:$NGINX_PORT
 d=$(median "${RPS[direct]}"); s=$(median "${RPS[switchyard]}"); n=$(median "${RPS[nginx]}")
 echo "median req/s: direct $d, switchyard $s, nginx $n"
 awk -v s="$s" -v n="$n" -v d="$d" 'BEGIN { printf "switchyard/nginx = %.2f, switchyard/direct = %.2f\n", s/n, s/d }'
+# Rounds run back to back, so each round's pair saw the same machine load:
+# on a noisy machine the median of the per-round ratios is the steadier figure.
+paired=$(paste <(tr ' ' '\n' <<<"${RPS[switchyard]}" | grep -v '^$') \
+  <(tr ' ' '\n' <<<"${RPS[nginx]}" | grep -v '^$') | awk '{ printf "%.3f ", $1/$2 }')
+echo "switchyard/nginx per round: ${paired}(median $(median "$paired"))"
