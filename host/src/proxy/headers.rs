@@ -107,14 +107,8 @@ fn line(out: &mut Vec<u8>, name: &str, parts: &[&[u8]]) {
 /// encoder to append (no header-map insertions on the hot path).
 pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
     remove_hop_by_hop(&mut parts.headers);
-    let (mut host, mut prior) = (None, Vec::new());
-    for (name, value) in &parts.headers {
-        if name == header::HOST {
-            host = Some(value);
-        } else if name == X_FORWARDED_FOR && !value.as_bytes().trim_ascii().is_empty() {
-            prior.push(value.as_bytes());
-        }
-    }
+    let headers = &parts.headers;
+    let host = headers.get(header::HOST);
     let mut out = Vec::with_capacity(160);
     let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
     if host.is_none()
@@ -125,12 +119,17 @@ pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
     if let Some(h) = authority.or(host.map(HeaderValue::as_bytes)) {
         line(&mut out, "x-forwarded-host", &[h]);
     }
-    let mut xff: Vec<&[u8]> = Vec::with_capacity(prior.len() * 2 + 1);
-    for p in prior {
-        xff.extend([p, b", "]);
+    // Earlier hops' addresses first, then this client's.
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        let prior = prior.as_bytes().trim_ascii();
+        if !prior.is_empty() {
+            out.extend_from_slice(prior);
+            out.extend_from_slice(b", ");
+        }
     }
-    xff.push(conn.client_ip.as_bytes());
-    line(&mut out, "x-forwarded-for", &xff);
+    out.extend_from_slice(conn.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
     line(&mut out, "x-forwarded-proto", &[b"http"]);
     line(&mut out, "via", &[via_value(parts.version).as_bytes()]);
     // Backends are spoken to in HTTP/1.1 whatever the client used.
