@@ -1,10 +1,16 @@
 //! The process's one wasmtime `Engine`: component model, pooling allocator,
 //! epoch interruption driven by a ticker thread, fuel metering available;
 //! plus the shared `Linker` and the compiled-component cache.
+//!
+//! The ticker only runs while plugin code may run: with no call in progress
+//! for [`IDLE_TICKS`] ticks it parks, and the next call wakes it. A proxy
+//! without plugins (or with a rule evaluated once a second) then is not
+//! interrupted 500 times a second by a thread that has nothing to time.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
@@ -17,18 +23,68 @@ use crate::config::{PLUGIN_MEMORY_MAX, PluginKind};
 
 /// How often the epoch advances; call deadlines are counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Ticks without a call in progress after which the ticker parks.
+const IDLE_TICKS: u32 = 50;
 
 pub struct PluginEngine {
     engine: Engine,
     fuel: bool,
     linker: Linker<HostState>,
     cache: CompiledCache,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
+    ticker_thread: Thread,
 }
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, SeqCst);
+        self.ticker_thread.unpark();
+    }
+}
+
+/// What the ticker thread and the callers share.
+#[derive(Default)]
+struct Ticker {
+    /// Calls into plugin code in progress.
+    active: AtomicUsize,
+    /// Set by the ticker before it parks; a call starting then unparks it.
+    parked: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Ticker {
+    fn run(&self, engine: &Engine) {
+        let mut idle = 0;
+        while !self.stop.load(SeqCst) {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            idle = if self.active.load(SeqCst) == 0 {
+                idle + 1
+            } else {
+                0
+            };
+            if idle < IDLE_TICKS {
+                continue;
+            }
+            // A caller increments `active` before it reads `parked`, and
+            // this side sets `parked` before it reads `active`: one of the
+            // two sees the other, so a call never runs without ticks.
+            self.parked.store(true, SeqCst);
+            if self.active.load(SeqCst) == 0 && !self.stop.load(SeqCst) {
+                std::thread::park();
+            }
+            self.parked.store(false, SeqCst);
+            idle = 0;
+        }
+    }
+}
+
+/// Keeps the epoch ticking while plugin code runs; see [`PluginEngine::running`].
+pub struct Running<'a>(&'a PluginEngine);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.ticker.active.fetch_sub(1, SeqCst);
     }
 }
 
@@ -71,17 +127,14 @@ impl PluginEngine {
         bindings::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e:#}"))?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (ticking, stop) = (engine.clone(), stop_ticker.clone());
-        std::thread::Builder::new()
+        let ticker = Arc::new(Ticker::default());
+        let (ticking, shared) = (engine.clone(), ticker.clone());
+        let ticker_thread = std::thread::Builder::new()
             .name("wasm-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker: {e}"))?;
+            .spawn(move || shared.run(&ticking))
+            .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker: {e}"))?
+            .thread()
+            .clone();
 
         let cache = CompiledCache::new(cache_dir.unwrap_or_else(Self::default_cache_dir), &engine);
         Ok(Arc::new(PluginEngine {
@@ -89,8 +142,20 @@ impl PluginEngine {
             fuel,
             linker,
             cache,
-            stop_ticker,
+            ticker,
+            ticker_thread,
         }))
+    }
+
+    /// Marks plugin code as running until the guard drops: epoch deadlines
+    /// only pass while the ticker runs, so every entry into a store holds
+    /// one of these.
+    pub fn running(&self) -> Running<'_> {
+        self.ticker.active.fetch_add(1, SeqCst);
+        if self.ticker.parked.load(SeqCst) {
+            self.ticker_thread.unpark();
+        }
+        Running(self)
     }
 
     /// Whether fuel is metered (`plugin_runtime.fuel`).

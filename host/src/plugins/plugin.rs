@@ -307,6 +307,7 @@ impl<K: Kind> Plugin<K> {
         args: &InitArgs<'_>,
     ) -> Result<Live<K>, (FailureCause, String)> {
         let mut store = Self::new_store(engine, name, limits);
+        let _running = engine.running();
         Self::arm(&mut store, limits);
         let bindings = K::instantiate(pre, &mut store).map_err(|e| {
             let (cause, what) = explain(&e, &store, limits);
@@ -404,6 +405,7 @@ impl<K: Kind> Plugin<K> {
         let Some(live) = slot.as_mut() else {
             return Err(self.failed(FailureCause::Init, "no instance".into(), true));
         };
+        let _running = self.engine.running();
         Self::arm(&mut live.store, limits);
         let started = Instant::now();
         let result = f(&mut live.store, &live.bindings);
@@ -527,6 +529,7 @@ impl<K: Kind> Plugin<K> {
             let mut slot = old.live.lock().unwrap_or_else(|e| e.into_inner());
             match slot.as_mut() {
                 Some(live) => {
+                    let _running = self.engine.running();
                     Self::arm(&mut live.store, &self.section.limits);
                     K::handoff(&live.bindings, &mut live.store).unwrap_or_else(|e| {
                         tracing::warn!(plugin = %self.name, "old version could not hand over its state: {e:#}");
@@ -561,6 +564,7 @@ impl<K: Kind> Plugin<K> {
     pub fn instantiate_check(&self) -> Result<(), String> {
         let version = self.current.load();
         let mut store = Self::new_store(&self.engine, &self.name, &self.section.limits);
+        let _running = self.engine.running();
         Self::arm(&mut store, &self.section.limits);
         K::instantiate(&version.pre, &mut store)
             .map(drop)

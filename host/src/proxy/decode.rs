@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::SizeHint;
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 
 use super::BoxError;
 
@@ -133,29 +133,27 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
 }
 
 /// Reads more from `stream` into `buf`; `Ok(0)` is end of stream.
-pub fn poll_fill(
-    stream: &TcpStream,
+///
+/// Through `AsyncRead` rather than `try_read`: a read that leaves room in
+/// the buffer tells tokio the socket is drained, so the next wait for data
+/// costs no `recv` that would only say `EAGAIN` — one syscall per request
+/// less on a keep-alive connection.
+pub fn poll_fill<R: AsyncRead + Unpin>(
+    stream: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        match stream.try_read_buf(buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
     }
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
 }
 
 /// Decodes the next piece of a body, reading from `stream` as needed.
 /// `Ok(None)`: the body is complete.
-pub fn poll_body(
+pub fn poll_body<R: AsyncRead + Unpin>(
     decoder: &mut Decoder,
-    stream: &TcpStream,
+    stream: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Bytes>, BoxError>> {
@@ -175,8 +173,10 @@ pub fn poll_body(
 /// One end of a connection a body is read from: the backend's (response
 /// bodies) or the client's (request bodies).
 pub trait BodySource {
+    /// The connection's reading side.
+    type Io: AsyncRead + Unpin;
     /// The connection and its read buffer, while the body still reads.
-    fn io(&mut self) -> Option<(&TcpStream, &mut BytesMut)>;
+    fn io(&mut self) -> Option<(&mut Self::Io, &mut BytesMut)>;
     /// Runs before each read; may write something first (`100 Continue`).
     fn poll_start(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))

@@ -165,6 +165,7 @@ async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
         upstream.connect_timeout,
         &attempt.head,
         attempt.body,
+        sent,
     );
     let result = tokio::time::timeout_at(until.into(), exchange).await;
     let elapsed = sent.elapsed();

@@ -68,6 +68,8 @@ pub struct Settings {
 struct Reader {
     half: OwnedReadHalf,
     buf: BytesMut,
+    /// Scratch space for parsing request heads.
+    spans: Vec<Span>,
 }
 
 /// A request head parsed off the buffer.
@@ -102,6 +104,7 @@ pub async fn serve(
     let mut reader = Some(Reader {
         half,
         buf: BytesMut::with_capacity(8 * 1024),
+        spans: Vec::with_capacity(32),
     });
     let mut out = Vec::with_capacity(1024);
     let mut pending = Vec::with_capacity(MAX_PENDING + 3);
@@ -225,7 +228,7 @@ fn poll_head(
                 return Poll::Ready(Event::Http2);
             }
         } else if !r.buf.is_empty() {
-            match parse_request(&mut r.buf) {
+            match parse_request(&mut r.buf, &mut r.spans) {
                 Ok(Some(head)) => return Poll::Ready(Event::Request(Box::new(head))),
                 Ok(None) if r.buf.len() > max_head => return Poll::Ready(Event::TooLarge),
                 Ok(None) => {}
@@ -233,7 +236,7 @@ fn poll_head(
                 Err(RequestError::Invalid(why)) => return Poll::Ready(Event::Invalid(why)),
             }
         }
-        match poll_fill(r.half.as_ref(), &mut r.buf, cx) {
+        match poll_fill(&mut r.half, &mut r.buf, cx) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Closed),
             Poll::Ready(Ok(_)) => continue,
             Poll::Pending => {
@@ -256,10 +259,9 @@ enum RequestError {
 
 /// Parses a complete request head off the front of `buf`; `Ok(None)`: more
 /// bytes are needed.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, RequestError> {
+fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, RequestError> {
     let mut headers =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut spans = [Span::default(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -278,8 +280,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, RequestError> {
     } else {
         Version::HTTP_11
     };
-    let count = req.headers.len();
-    record_spans(req.headers, base, &mut spans);
+    record_spans(req.headers, base, spans);
     let (mut close, mut keep, mut chunked, mut other_te, mut length, mut expect) =
         (false, false, false, false, None, false);
     for h in req.headers.iter() {
@@ -329,8 +330,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, RequestError> {
     let uri = Uri::from_maybe_shared(head.slice(path_range))
         .map_err(|_| RequestError::Invalid("bad request target"))?;
     // Room for what the proxy adds on the way: X-Forwarded-*, Via.
-    let headers =
-        header_map(&head, &spans[..count], 4).map_err(|_| RequestError::Invalid("bad header"))?;
+    let headers = header_map(&head, spans, 4).map_err(|_| RequestError::Invalid("bad header"))?;
     let mut parts = Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -372,8 +372,10 @@ impl Drop for ClientEnd {
 }
 
 impl BodySource for ClientEnd {
-    fn io(&mut self) -> Option<(&TcpStream, &mut BytesMut)> {
-        self.reader.as_mut().map(|r| (r.half.as_ref(), &mut r.buf))
+    type Io = OwnedReadHalf;
+
+    fn io(&mut self) -> Option<(&mut OwnedReadHalf, &mut BytesMut)> {
+        self.reader.as_mut().map(|r| (&mut r.half, &mut r.buf))
     }
 
     fn poll_start(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -594,7 +596,7 @@ async fn linger(mut r: Reader, mut writer: OwnedWriteHalf) {
         let mut seen = 0usize;
         loop {
             r.buf.clear();
-            match poll_fn(|cx| poll_fill(r.half.as_ref(), &mut r.buf, cx)).await {
+            match poll_fn(|cx| poll_fill(&mut r.half, &mut r.buf, cx)).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => seen += n,
             }
@@ -729,7 +731,7 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<Head>, RequestError> {
-        parse_request(&mut BytesMut::from(raw))
+        parse_request(&mut BytesMut::from(raw), &mut Vec::new())
     }
 
     fn refusal(raw: &str) -> &'static str {

@@ -510,6 +510,28 @@ fn hostile_plugins_are_contained_at_call_time() {
     }
 }
 
+/// The epoch ticker parks after 100 ms without a plugin call; a call that
+/// starts later must wake it, or a spinning plugin would never be stopped.
+#[test]
+fn a_spinning_plugin_is_stopped_after_the_ticker_went_idle() {
+    let rule = alert("test_spin", "");
+    std::thread::sleep(Duration::from_millis(400));
+    let started = Instant::now();
+    let failure = rule
+        .evaluate(&PluginSnapshot::from(&Snapshot::default()))
+        .expect_err("spins");
+    assert_eq!(failure.cause, FailureCause::Timeout, "{failure}");
+    assert!(
+        failure.message.contains("did not return within 100ms"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped in time"
+    );
+}
+
 #[test]
 fn repeated_failures_quarantine_a_plugin_with_backoff() {
     let rule = alert("test_trap", "");

@@ -83,8 +83,10 @@ pub fn upstream_body(
 }
 
 impl BodySource for BackendEnd {
-    fn io(&mut self) -> Option<(&TcpStream, &mut BytesMut)> {
-        self.conn.as_mut().map(|c| (&c.stream, &mut c.buf))
+    type Io = TcpStream;
+
+    fn io(&mut self) -> Option<(&mut TcpStream, &mut BytesMut)> {
+        self.conn.as_mut().map(|c| (&mut c.stream, &mut c.buf))
     }
 
     /// The connection goes back to the pool (when the body is complete, the
@@ -136,7 +138,9 @@ mod tests {
             stream: ours,
             buf: bytes::BytesMut::new(),
             out: Vec::new(),
+            spans: Vec::new(),
             reused: false,
+            last_sent: std::time::Instant::now(),
         };
         let pool = Arc::new(ConnPool::default());
         (upstream_body(conn, framing, true, pool.clone(), None), pool)

@@ -152,17 +152,19 @@ pub struct Span {
     value_len: u32,
 }
 
-/// Records the spans of `headers`, parsed from a head starting at `base`.
-pub fn record_spans(headers: &[httparse::Header<'_>], base: usize, spans: &mut [Span]) {
-    for (span, h) in spans.iter_mut().zip(headers) {
+/// Records the spans of `headers`, parsed from a head starting at `base`,
+/// into `spans` (cleared first; kept by the connection across requests).
+pub fn record_spans(headers: &[httparse::Header<'_>], base: usize, spans: &mut Vec<Span>) {
+    spans.clear();
+    spans.extend(headers.iter().map(|h| {
         let at = |p: *const u8| (p as usize - base) as u32;
-        *span = Span {
+        Span {
             name_at: at(h.name.as_ptr()),
             name_len: h.name.len() as u32,
             value_at: at(h.value.as_ptr()),
             value_len: h.value.len() as u32,
-        };
-    }
+        }
+    }));
 }
 
 /// The header map of a frozen head, its values sharing the head's bytes,
@@ -184,23 +186,23 @@ pub fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Result<HeaderMa
 
 /// Parses a complete response head off the front of `buf`. `Ok(None)`: more
 /// bytes are needed. Interim (1xx) responses are consumed and skipped.
+/// `spans` is scratch space.
 pub fn parse_response_head(
     buf: &mut BytesMut,
+    spans: &mut Vec<Span>,
     method: &Method,
 ) -> Result<Option<ResponseHead>, ParseError> {
-    let mut spans = [Span::default(); MAX_HEADERS];
     let parsed = parse_head(buf, |raw| {
-        record_spans(raw.headers, raw.base, &mut spans);
+        record_spans(raw.headers, raw.base, spans);
         let iter = raw.headers.iter().map(|h| (h.name.as_bytes(), h.value));
         let framing = framing_of(raw.version, raw.status, method, iter)?;
         Ok((raw.status, raw.version, raw.headers.len(), framing))
     })?;
-    let Some(((status, version, count, (framing, keep_alive, ignore_length)), head)) = parsed
-    else {
+    let Some(((status, version, _, (framing, keep_alive, ignore_length)), head)) = parsed else {
         return Ok(None);
     };
     // Room for the `Via` the proxy adds, so that adding it does not regrow.
-    let mut map = header_map(&head, &spans[..count], 1)?;
+    let mut map = header_map(&head, spans, 1)?;
     if ignore_length {
         // A length next to chunked coding is ignored (RFC 9112 §6.3).
         map.remove(header::CONTENT_LENGTH);
@@ -325,7 +327,7 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str, method: Method) -> Result<Option<ResponseHead>, ParseError> {
-        parse_response_head(&mut BytesMut::from(raw), &method)
+        parse_response_head(&mut BytesMut::from(raw), &mut Vec::new(), &method)
     }
 
     #[test]
@@ -427,7 +429,7 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
         );
-        let h = parse_response_head(&mut buf, &Method::POST)
+        let h = parse_response_head(&mut buf, &mut Vec::new(), &Method::POST)
             .unwrap()
             .unwrap();
         assert_eq!(h.parts.status, 201);

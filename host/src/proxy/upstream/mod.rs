@@ -13,14 +13,14 @@ mod codec;
 mod pool;
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use http::request;
 use http::uri::Authority;
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub use body::{InFlight, UpstreamBody, upstream_body};
@@ -48,8 +48,12 @@ pub struct UpstreamConn {
     buf: bytes::BytesMut,
     /// Encoding space for request heads, kept across requests.
     out: Vec<u8>,
+    /// Scratch space for parsing response heads, kept across requests.
+    spans: Vec<Span>,
     /// Whether this connection served a request before.
     reused: bool,
+    /// When its latest request was sent (or it was opened).
+    last_sent: Instant,
 }
 
 /// Why an exchange with a backend failed.
@@ -99,7 +103,9 @@ pub async fn connect(
         stream,
         buf: bytes::BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(1024),
+        spans: Vec::with_capacity(32),
         reused: false,
+        last_sent: Instant::now(),
     })
 }
 
@@ -128,7 +134,13 @@ pub async fn exchange(
     if let Some(body) = body {
         send_body(conn, body, framing).await?;
     }
-    read_head(conn, |buf| parse_response_head(buf, &head.method)).await
+    let mut spans = std::mem::take(&mut conn.spans);
+    let result = read_head(conn, |buf| {
+        parse_response_head(buf, &mut spans, &head.method)
+    })
+    .await;
+    conn.spans = spans;
+    result
 }
 
 /// Reads until `parse` finds a complete response head.
@@ -142,7 +154,10 @@ async fn read_head<T>(
             return Ok(response);
         }
         let received = !conn.buf.is_empty();
-        let source = match conn.stream.read_buf(&mut conn.buf).await {
+        let filled = std::future::poll_fn(|cx| {
+            crate::proxy::decode::poll_fill(&mut conn.stream, &mut conn.buf, cx)
+        });
+        let source = match filled.await {
             Ok(0) => io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the backend closed the connection",
@@ -169,6 +184,7 @@ pub async fn send_encoded(
     method: &http::Method,
     capture: Option<&str>,
 ) -> Result<(UpstreamConn, LeanHead), UpstreamError> {
+    let now = Instant::now();
     let exchange = async |conn: &mut UpstreamConn| {
         if let Err(source) = conn.stream.write_all(request).await {
             return Err(UpstreamError::Io {
@@ -178,7 +194,7 @@ pub async fn send_encoded(
         }
         read_head(conn, |buf| codec::parse_response_lean(buf, method, capture)).await
     };
-    if let Some(mut conn) = pool.checkout() {
+    if let Some(mut conn) = pool.checkout(now) {
         match exchange(&mut conn).await {
             Ok(head) => return Ok((conn, head)),
             Err(e) if e.is_stale() => {}
@@ -229,16 +245,18 @@ async fn send_body(
 /// One request to a backend: on a pooled connection if there is one, else a
 /// new one. A pooled connection found closed by the backend is replaced and
 /// the request sent again when it has no body (nothing was processed).
+/// `now`: the time the caller read just before sending.
 pub async fn send(
     pool: &ConnPool,
     authority: &Authority,
     connect_timeout: Duration,
     head: &Outbound,
     body: Option<ProxyBody>,
+    now: Instant,
 ) -> Result<(UpstreamConn, ResponseHead), UpstreamError> {
     let replayable = body.is_none() || body.as_ref().is_some_and(Body::is_end_stream);
     let mut body = body.filter(|b| !b.is_end_stream());
-    if let Some(mut conn) = pool.checkout() {
+    if let Some(mut conn) = pool.checkout(now) {
         match exchange(&mut conn, head, body.take()).await {
             Ok(response) => return Ok((conn, response)),
             Err(e) if e.is_stale() && replayable => {

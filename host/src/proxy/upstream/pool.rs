@@ -9,13 +9,16 @@ use super::UpstreamConn;
 
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 512;
-/// Idle connections older than this are closed rather than reused; below the
-/// usual 60 s keep-alive of backends.
+/// Connections whose last request was sent longer ago than this are closed
+/// rather than reused; below the usual 60 s keep-alive of backends. Counted
+/// from the send (a time the caller has already read), not from the end of
+/// the response: a connection that carried a long response may be retired
+/// early, never reused late.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 #[derive(Default)]
 pub struct ConnPool {
-    idle: Mutex<Vec<(UpstreamConn, Instant)>>,
+    idle: Mutex<Vec<UpstreamConn>>,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -27,11 +30,11 @@ impl std::fmt::Debug for ConnPool {
 }
 
 impl ConnPool {
-    /// A live idle connection, if any.
-    pub fn checkout(&self) -> Option<UpstreamConn> {
+    /// A live idle connection, if any, for a request sent `now`.
+    pub fn checkout(&self, now: Instant) -> Option<UpstreamConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
+        while let Some(mut conn) = idle.pop() {
+            if now.saturating_duration_since(conn.last_sent) > IDLE_TIMEOUT {
                 continue;
             }
             // Without a syscall unless the reactor has seen the socket become
@@ -40,6 +43,7 @@ impl ConnPool {
             match conn.stream.try_read(&mut probe) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     conn.reused = true;
+                    conn.last_sent = now;
                     return Some(conn);
                 }
                 _ => continue,
@@ -52,7 +56,7 @@ impl ConnPool {
     pub fn checkin(&self, conn: UpstreamConn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
+            idle.push(conn);
         }
     }
 
