@@ -5,13 +5,10 @@
 //! detection, the backend's Peak-EWMA latency and the per-backend metrics.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, LengthLimitError};
-use tower::Service;
 
 use super::error::ProxyError;
 use super::headers::prepare_response;
@@ -30,7 +27,6 @@ pub struct Attempt {
     /// The body, for requests that are never retried.
     pub body: Option<ProxyBody>,
     pub upstream: Arc<Upstream>,
-    pub conn: ConnInfo,
     /// Backends earlier attempts of this request failed on.
     pub tried: Vec<usize>,
     /// `timeouts.backend_response`, for this attempt.
@@ -132,24 +128,8 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Forward;
-
-impl Service<Attempt> for Forward {
-    type Response = Forwarded;
-    type Error = ProxyError;
-    type Future = BoxFuture<'static, Result<Forwarded, ProxyError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, attempt: Attempt) -> Self::Future {
-        Box::pin(forward(attempt))
-    }
-}
-
-async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
+/// One attempt: pick, breaker, send, outlier detection and latency.
+pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
     let upstream = attempt.upstream.clone();
     let sent = Instant::now();
     let idx = pick(&upstream, &attempt, clock::ns_of(sent))?;

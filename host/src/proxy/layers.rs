@@ -1,9 +1,13 @@
 //! The small phases of the request path: limits, route and forwarded
 //! headers. Each is a tower `Layer` with its own service.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
-use futures_util::future::{BoxFuture, Either, Ready, ready};
+use futures_util::future::{Either, Ready, ready};
 use http::{Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
@@ -11,6 +15,7 @@ use tower::{Layer, Service};
 
 use super::error::ProxyError;
 use super::headers::{prepare_request, request_host};
+use super::state::Route;
 use super::{Arrival, Exchange, ProxyBody};
 
 type Result<T> = std::result::Result<T, ProxyError>;
@@ -91,15 +96,11 @@ layer!(RouteLayer, RoutePhase);
 
 impl<S> Service<Arrival> for RoutePhase<S>
 where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError> + Clone,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = BoxFuture<'static, Result<Response<ProxyBody>>>;
+    type Future = Either<Ready<Result<Response<ProxyBody>>>, Routed<S::Future>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
         Poll::Ready(Ok(()))
@@ -113,7 +114,7 @@ where
             .cloned();
         let Some(route) = route else {
             a.state.unrouted.requests.record(Some(404));
-            return Box::pin(ready(Err(ProxyError::NoRoute)));
+            return Either::Left(ready(Err(ProxyError::NoRoute)));
         };
         let exchange = Exchange {
             request: http::Request::from_parts(parts, body),
@@ -124,29 +125,55 @@ where
             received: a.received,
             added: Vec::new(),
         };
-        let fut = self.inner.clone().call(exchange);
-        Box::pin(async move {
-            let result = fut.await;
-            let status = match &result {
-                Ok(r) => r.status().as_u16(),
-                Err(e) => e.status().as_u16(),
-            };
-            route.metrics.requests.record(Some(status));
-            let elapsed = a.received.elapsed();
-            route.metrics.duration.record(elapsed.as_secs_f64());
-            let now_ms = (crate::clock::ns_of(a.received) + elapsed.as_nanos() as u64) / 1_000_000;
-            // A request failed when the answer is a 5xx (ours or the
-            // backend's). Answers the proxy gave without a backend (over
-            // capacity, too large) count, but their latency would only
-            // flatter the figures optimizers steer by.
-            let measured = match &result {
-                Ok(_) => true,
-                Err(e) => e.backend().is_some() || matches!(e, ProxyError::RequestTimeout),
-            };
-            let latency = measured.then_some(elapsed.as_micros() as u64);
-            route.windows.seconds.record(now_ms, latency, status >= 500);
-            result
+        Either::Right(Routed {
+            inner: self.inner.clone().call(exchange),
+            route,
+            received: a.received,
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A routed request on its way: records the route's request count,
+    /// latency and window figures when its response (or error) is ready.
+    /// A named future rather than a boxed one: no allocation per request.
+    pub struct Routed<F> {
+        #[pin]
+        inner: F,
+        route: Arc<Route>,
+        received: Instant,
+    }
+}
+
+impl<F> Future for Routed<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let route = &*this.route;
+        let status = match &result {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        };
+        route.metrics.requests.record(Some(status));
+        let elapsed = this.received.elapsed();
+        route.metrics.duration.record(elapsed.as_secs_f64());
+        let now_ms = (crate::clock::ns_of(*this.received) + elapsed.as_nanos() as u64) / 1_000_000;
+        // A request failed when the answer is a 5xx (ours or the
+        // backend's). Answers the proxy gave without a backend (over
+        // capacity, too large) count, but their latency would only
+        // flatter the figures optimizers steer by.
+        let measured = match &result {
+            Ok(_) => true,
+            Err(e) => e.backend().is_some() || matches!(e, ProxyError::RequestTimeout),
+        };
+        let latency = measured.then_some(elapsed.as_micros() as u64);
+        route.windows.seconds.record(now_ms, latency, status >= 500);
+        Poll::Ready(result)
     }
 }
 

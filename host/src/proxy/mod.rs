@@ -58,9 +58,13 @@ pub fn empty_body() -> ProxyBody {
         .boxed_unsync()
 }
 
-/// Facts about the client connection a request arrived on.
+/// Facts about the client connection a request arrived on; shared, so that
+/// handing it to every phase and attempt is one reference count.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
+pub struct ConnInfo(Arc<Peer>);
+
+#[derive(Debug)]
+pub struct Peer {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     /// The client's IP as a header value, formatted once per connection for
@@ -72,11 +76,18 @@ impl ConnInfo {
     pub fn new(remote: SocketAddr, local: SocketAddr) -> Self {
         let client_ip = http::HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
-        ConnInfo {
+        ConnInfo(Arc::new(Peer {
             remote,
             local,
             client_ip,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for ConnInfo {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.0
     }
 }
 

@@ -16,12 +16,12 @@ use http::{Method, Response, StatusCode};
 
 use super::upstream::Outbound;
 use http_body::Body;
+use tower::Service;
 use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::util::rng::HasherRng;
-use tower::{Layer, Service};
 
 use super::error::ProxyError;
-use super::forward::{Attempt, Forwarded, hash_of};
+use super::forward::{Attempt, Forwarded, forward, hash_of};
 use super::{Exchange, ProxyBody};
 use crate::clock;
 
@@ -95,26 +95,13 @@ fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 502..=504)
 }
 
+/// The last service of the stack: runs the attempts of a request, each
+/// through [`forward`] directly (not through a boxed inner service, which
+/// would cost an allocation per attempt).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RetryLayer;
+pub struct Retry;
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-    fn layer(&self, inner: S) -> Retry<S> {
-        Retry { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Retry<S> {
-    inner: S,
-}
-
-impl<S> Service<Exchange> for Retry<S>
-where
-    S: Service<Attempt, Response = Forwarded, Error = ProxyError> + Clone + Send + 'static,
-    S::Future: Send,
-{
+impl Service<Exchange> for Retry {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
     type Future = BoxFuture<'static, Result<Response<ProxyBody>, ProxyError>>;
@@ -135,8 +122,7 @@ where
         let retryable = policy.attempts > 1
             && bodiless
             && (policy.retry_non_idempotent || is_idempotent(ex.request.method()));
-        let mut inner = self.inner.clone();
-        let (conn, deadline) = (ex.conn, ex.deadline);
+        let deadline = ex.deadline;
         let (parts, body) = ex.request.into_parts();
         let head = Arc::new(Outbound {
             parts,
@@ -146,7 +132,6 @@ where
             head: head.clone(),
             body,
             upstream,
-            conn: conn.clone(),
             tried,
             timeout,
             deadline,
@@ -155,26 +140,18 @@ where
 
         if !retryable {
             let body = (!bodiless).then_some(body);
-            let fut = inner.call(attempt(upstream, body, Vec::new()));
+            let fut = forward(attempt(upstream, body, Vec::new()));
             return Box::pin(async move { fut.await.map(|f| f.response) });
         }
 
         Box::pin(async move {
             let attempts = upstream.retry.attempts;
-            let mut backoff = ExponentialBackoffMaker::new(
-                upstream.retry.backoff_base.get(),
-                upstream.retry.backoff_max.get(),
-                1.0,
-                HasherRng::default(),
-            )
-            .map(|mut m| m.make_backoff())
-            .ok();
+            // Made at the first retry: most requests never need one.
+            let mut backoff = None;
             let mut tried: Vec<usize> = Vec::new();
             let mut last: Option<Result<Forwarded, ProxyError>> = None;
             for n in 1..=attempts {
-                let result = inner
-                    .call(attempt(upstream.clone(), None, tried.clone()))
-                    .await;
+                let result = forward(attempt(upstream.clone(), None, tried.clone())).await;
                 let failed_on = match &result {
                     Ok(f) if retryable_status(f.response.status()) => Some(f.backend),
                     Ok(_) | Err(ProxyError::RequestTimeout) => None,
@@ -200,6 +177,16 @@ where
                 }
                 upstream.metrics.retries.increment(1);
                 tried.push(backend);
+                let backoff = backoff.get_or_insert_with(|| {
+                    ExponentialBackoffMaker::new(
+                        upstream.retry.backoff_base.get(),
+                        upstream.retry.backoff_max.get(),
+                        1.0,
+                        HasherRng::default(),
+                    )
+                    .map(|mut m| m.make_backoff())
+                    .ok()
+                });
                 if let Some(b) = backoff.as_mut()
                     && tokio::time::timeout_at(deadline.into(), b.next_backoff())
                         .await

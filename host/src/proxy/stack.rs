@@ -13,16 +13,15 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
 use super::admission::{AdmissionLayer, Admit};
-use super::forward::Forward;
 use super::layers::{
     ForwardedHeaders, ForwardedHeadersLayer, Limits, LimitsLayer, RouteLayer, RoutePhase,
 };
-use super::retry::{Retry, RetryLayer};
+use super::retry::Retry;
 use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
 use crate::cache::{Cache, CacheLayer};
 
 /// The phases a request passes through.
-pub type Stack = Limits<RoutePhase<Cache<Admit<ForwardedHeaders<Retry<Forward>>>>>>;
+pub type Stack = Limits<RoutePhase<Cache<Admit<ForwardedHeaders<Retry>>>>>;
 
 pub fn build_stack() -> Stack {
     ServiceBuilder::new()
@@ -31,8 +30,8 @@ pub fn build_stack() -> Stack {
         .layer(CacheLayer) //             RFC 9111 shared cache (routes that cache)
         .layer(AdmissionLayer) //         concurrency limit, 503
         .layer(ForwardedHeadersLayer) //  hop-by-hop, X-Forwarded-*, Via
-        .layer(RetryLayer) //             budgeted retries to other backends
-        .service(Forward) //              pick, breaker, send, outlier detection
+        .service(Retry) //                budgeted retries to other backends; each
+    //                attempt: pick, breaker, send, outlier detection
 }
 
 /// The hyper-facing service of one client connection: loads the current
