@@ -329,8 +329,8 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_range))
         .map_err(|_| RequestError::Invalid("bad request target"))?;
-    // Room for what the proxy adds on the way: X-Forwarded-*, Via.
-    let headers = header_map(&head, spans, 4).map_err(|_| RequestError::Invalid("bad header"))?;
+    // No spare room: the forwarded headers are appended by the encoder.
+    let headers = header_map(&head, spans, 0).map_err(|_| RequestError::Invalid("bad header"))?;
     let mut parts = Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
