@@ -30,8 +30,7 @@ pub fn build_stack() -> Stack {
         .layer(CacheLayer) //             RFC 9111 shared cache (routes that cache)
         .layer(AdmissionLayer) //         concurrency limit, 503
         .layer(ForwardedHeadersLayer) //  hop-by-hop, X-Forwarded-*, Via
-        .service(Retry) //                budgeted retries to other backends; each
-    //                attempt: pick, breaker, send, outlier detection
+        .service(Retry) //                budgeted retries; attempts: pick, breaker, send, outliers
 }
 
 /// The hyper-facing service of one client connection: loads the current
