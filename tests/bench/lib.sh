@@ -104,12 +104,18 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {p
 
 # Runs ROUNDS rounds of wrk against each NAME:PORT in turn, printing a line
 # per run and collecting the req/s per name in the associative array RPS.
+# Even rounds take the targets in reverse order, so that no target always
+# runs in the same position (right after another one, say).
 declare -A RPS
 run_rounds() { # ROUNDS NAME:PORT...
   local rounds=$1; shift
+  local forward=("$@") reverse=() i
+  for ((i = $# - 1; i >= 0; i--)); do reverse+=("${forward[$i]}"); done
   printf '%-12s %5s %12s %10s\n' target round req/s p99
   for round in $(seq "$rounds"); do
-    for target in "$@"; do
+    local order=("${forward[@]}")
+    ((round % 2 == 0)) && order=("${reverse[@]}")
+    for target in "${order[@]}"; do
       local name=${target%%:*} port=${target##*:} rps p99
       read -r rps p99 < <(measure "$port")
       RPS[$name]="${RPS[$name]:-} $rps"
