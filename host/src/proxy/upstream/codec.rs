@@ -144,7 +144,7 @@ fn parse_head<T>(
 /// Where one header's name and value sit in a head: offsets and lengths.
 /// Kept on the stack while parsing, so that the names and values can then
 /// point into one shared, frozen copy of the head.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Span {
     name_at: u32,
     name_len: u32,
