@@ -33,27 +33,33 @@ fn bench(c: &mut Criterion) {
     let now = 1_050_000_000;
     let strategies: Vec<(&str, Box<dyn Balancer>)> = vec![
         ("round_robin", Box::new(RoundRobin::default())),
-        ("weighted", Box::new(Weighted::new(&set))),
+        (
+            "weighted",
+            Box::new(Weighted::new(&set, Default::default())),
+        ),
         (
             "least_connections/p2c",
-            Box::new(LeastConnections::new(true)),
+            Box::new(LeastConnections::new(true, Default::default())),
         ),
         (
             "least_connections/scan",
-            Box::new(LeastConnections::new(false)),
+            Box::new(LeastConnections::new(false, Default::default())),
         ),
         (
             "least_response_time/p2c",
-            Box::new(LeastResponseTime::new(true)),
+            Box::new(LeastResponseTime::new(true, Default::default())),
         ),
         (
             "least_response_time/scan",
-            Box::new(LeastResponseTime::new(false)),
+            Box::new(LeastResponseTime::new(false, Default::default())),
         ),
-        ("hash", Box::new(HashRing::new(&set, 160, None))),
+        (
+            "hash",
+            Box::new(HashRing::new(&set, 160, None, Default::default())),
+        ),
         (
             "hash/bounded",
-            Box::new(HashRing::new(&set, 160, Some(1.25))),
+            Box::new(HashRing::new(&set, 160, Some(1.25), Default::default())),
         ),
     ];
     let keys: Vec<u64> = (0..1024u64).map(|k| hash_bytes(&k.to_le_bytes())).collect();

@@ -18,7 +18,8 @@ use switchyard::config::{
 };
 use switchyard::plugins::bindings::generate::BatchContext;
 use switchyard::plugins::{
-    AlertPlugin, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginSet, PluginSnapshot,
+    AlertPlugin, EngineSlot, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginSet,
+    PluginSnapshot,
 };
 use switchyard::telemetry::{BackendStats, Snapshot, WindowStats};
 
@@ -215,11 +216,10 @@ fn bench_swap(c: &mut Criterion) {
     )
     .expect("write config");
     let loaded = config::load(&ConfigSource::new(&cfg, None)).expect("config");
-    let engine = PluginEngine::new(
+    let engine = EngineSlot::new(
         loaded.config.plugin_runtime.cache_dir.clone(),
         loaded.config.plugin_runtime.fuel,
-    )
-    .expect("engine");
+    );
     let set = Arc::new(ArcSwap::from_pointee(
         PluginSet::load_config(&loaded, &engine, None).expect("plugins"),
     ));

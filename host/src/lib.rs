@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod loadgen;
 pub mod logging;
 pub mod optimize;

@@ -2,7 +2,9 @@
 //!
 //! Watches the directories of the files (so replacing a file by rename, as
 //! editors and deploy tools do, is seen), collects events per file, and calls
-//! back once a file has been quiet for the debounce time.
+//! back once a file has been quiet for the debounce time — or, for a file
+//! that never goes quiet (rewritten more often than the debounce time), at
+//! the latest [`DEBOUNCE_MAX`] after its first change.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,9 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// The longest a change waits for quiet before it is acted on anyway.
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 
 /// A running watch; dropping it stops it.
 pub struct FileWatch {
@@ -29,7 +34,8 @@ pub fn absolute(p: &Path) -> PathBuf {
 }
 
 /// Calls `on_change(file)` (from a tokio task) after one of `files` changed
-/// and stayed unchanged for `debounce`. Removals are ignored: a file being
+/// and stayed unchanged for `debounce`, or [`DEBOUNCE_MAX`] after it first
+/// changed if it keeps changing. Removals are ignored: a file being
 /// replaced is reported when its new content is in place.
 pub fn watch_files(
     files: Vec<PathBuf>,
@@ -57,22 +63,25 @@ pub fn watch_files(
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
     let task = tokio::spawn(async move {
-        let mut due: HashMap<PathBuf, Instant> = HashMap::new();
+        // Per file: when it is due, and the latest it may become due.
+        let mut due: HashMap<PathBuf, (Instant, Instant)> = HashMap::new();
         loop {
-            let next = due.values().min().copied();
+            let next = due.values().map(|(at, _)| *at).min();
             tokio::select! {
                 changed = rx.recv() => match changed {
                     Some(path) => {
                         let path = absolute(&path);
                         if files.contains(&path) {
-                            due.insert(path, Instant::now() + debounce);
+                            let now = Instant::now();
+                            let (at, latest) = due.entry(path).or_insert((now, now + DEBOUNCE_MAX));
+                            *at = (now + debounce).min(*latest);
                         }
                     }
                     None => return,
                 },
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                     let now = Instant::now();
-                    let ready: Vec<PathBuf> = due.iter().filter(|(_, t)| **t <= now).map(|(p, _)| p.clone()).collect();
+                    let ready: Vec<PathBuf> = due.iter().filter(|(_, (t, _))| *t <= now).map(|(p, _)| p.clone()).collect();
                     for path in ready {
                         due.remove(&path);
                         on_change(path);

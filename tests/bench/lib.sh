@@ -55,8 +55,8 @@ ${5:-}
 CONF
 }
 
-start_switchyard() { # CONFIG
-  $PIN_PROXY target/release/switchyard run --config "$1" 2>>"$WORK/switchyard.log" &
+start_switchyard() { # CONFIG [BINARY]
+  $PIN_PROXY "${2:-target/release/switchyard}" run --config "$1" 2>>"$WORK/switchyard.log" &
   PIDS+=($!)
 }
 
@@ -123,4 +123,12 @@ run_rounds() { # ROUNDS NAME:PORT...
     done
   done
   echo
+}
+
+# Per-round ratios of NAME_A's req/s to NAME_B's, space-separated. Rounds run
+# back to back, so each pair saw the same machine load: on a noisy machine
+# the median of these is the steadier figure.
+ratios() { # NAME_A NAME_B
+  paste <(tr ' ' '\n' <<<"${RPS[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[$2]}" | grep -v '^$') |
+    awk '{ printf "%.3f ", $1/$2 }'
 }

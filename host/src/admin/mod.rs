@@ -261,7 +261,7 @@ fn optimizer_view(server: &Server) -> serde_json::Value {
         .flat_map(|up| {
             up.backends
                 .iter()
-                .map(move |b| (format!("{}/{}", up.name, b.addr), b.weight))
+                .map(move |b| (format!("{}/{}", up.name, b.addr), b.weight()))
         })
         .collect();
     serde_json::json!({
@@ -273,6 +273,9 @@ fn optimizer_view(server: &Server) -> serde_json::Value {
             "in_flight": state.admission.in_flight(),
             "weights": weights,
         },
+        // Knobs an optimizer set and still owns: value, owner, when. Any
+        // other knob has its config value.
+        "owners": server.registry.knobs.all(),
         "decisions": server.optimizer.decisions(),
     })
 }
@@ -363,7 +366,10 @@ fn backends_view(server: &Server) -> BTreeMap<String, UpstreamView> {
         .map(|(name, up)| {
             let view = UpstreamView {
                 strategy: up.section.strategy.as_str().to_string(),
-                in_flight: up.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                in_flight: up
+                    .learned
+                    .in_flight
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 backends: up.backends.iter().map(|b| b.view()).collect(),
             };
             (name.clone(), view)

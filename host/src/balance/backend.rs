@@ -2,9 +2,10 @@
 //!
 //! [`BackendState`] is what must survive a config reload: in-flight count,
 //! Peak-EWMA latency, health, ejection and counters. It is shared through
-//! [`super::StateRegistry`] keyed by upstream name and address. [`Backend`] is
-//! one entry of an upstream's current member list: the address, the weight
-//! from config and a handle on that shared state.
+//! the proxy's registry (`proxy::registry`), keyed by upstream name and
+//! address. [`Backend`] is one entry of an upstream's current member list:
+//! the address, the weight in force (the config's, or an optimizer's) and a
+//! handle on that shared state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -29,6 +30,12 @@ pub const DEFAULT_RTT: Duration = Duration::from_millis(1);
 /// Peak-EWMA latency estimate: jumps to any higher sample at once, decays
 /// towards lower samples with time, and, when a backend is not used, decays
 /// towards zero so it is probed again eventually.
+///
+/// A backend with requests in flight is not idle: its estimate does not
+/// decay, and is at least the time since its last response. A backend that
+/// stalls — takes requests and answers none — thus grows more expensive by
+/// the millisecond and stops being picked at once, instead of looking as
+/// fast as it last was until its requests time out.
 #[derive(Debug, Default)]
 pub struct PeakEwma {
     estimate_ns: AtomicU64, // f64 bits
@@ -52,15 +59,20 @@ impl PeakEwma {
         self.stamp_ns.store(now_ns, Relaxed);
     }
 
-    /// The estimate in nanoseconds as of `now_ns`.
+    /// The estimate in nanoseconds as of `now_ns`, for a backend with
+    /// `in_flight` requests outstanding.
     #[inline]
-    pub fn estimate_ns(&self, now_ns: u64) -> f64 {
+    pub fn estimate_ns(&self, now_ns: u64, in_flight: u32) -> f64 {
         let stamp = self.stamp_ns.load(Relaxed);
         if stamp == 0 {
             return DEFAULT_RTT.as_nanos() as f64;
         }
         let est = f64::from_bits(self.estimate_ns.load(Relaxed));
         let idle = now_ns.saturating_sub(stamp);
+        if in_flight > 0 {
+            // Waiting that long for an answer means at least that latency.
+            return est.max(idle as f64);
+        }
         // Skip the exp() while the estimate is fresh: it would round to ~1.
         if idle < 100_000_000 {
             return est;
@@ -80,8 +92,10 @@ pub struct BackendState {
     /// Active checks: consecutive passes (>0) or failures (<0), as a pair.
     check_passes: AtomicU32,
     check_failures: AtomicU32,
-    /// Passive: consecutive failed attempts.
+    /// Passive: consecutive gateway failures (no response, 502, 503, 504).
     pub consecutive_failures: AtomicU32,
+    /// Passive: consecutive 5xx of any kind, no response included.
+    pub consecutive_5xx: AtomicU32,
     /// Clock ms until which the backend is ejected; 0 when not ejected.
     ejected_until_ms: AtomicU64,
     /// Times ejected; scales the next ejection's length.
@@ -103,6 +117,7 @@ impl Default for BackendState {
             check_passes: AtomicU32::new(0),
             check_failures: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             series: Series::new(BACKEND_WINDOW_SECONDS),
@@ -163,24 +178,52 @@ impl BackendState {
 pub struct Backend {
     pub addr: BackendAddr,
     pub authority: Authority,
-    pub weight: u32,
+    /// The weight in force; an optimizer moves it without a rebuild.
+    weight: AtomicU32,
     pub max_in_flight: u32,
     pub state: Arc<BackendState>,
     pub metrics: BackendMetrics,
 }
 
 impl Backend {
-    /// A backend with fresh state of its own and no metrics; for tools and
-    /// benchmarks that pick without a running proxy.
-    pub fn detached(addr: BackendAddr, weight: u32) -> Self {
+    pub fn new(
+        addr: BackendAddr,
+        weight: u32,
+        max_in_flight: u32,
+        state: Arc<BackendState>,
+        metrics: BackendMetrics,
+    ) -> Self {
         Backend {
             authority: addr.authority(),
             addr,
-            weight,
-            max_in_flight: u32::MAX,
-            state: Arc::new(BackendState::default()),
-            metrics: BackendMetrics::noop(),
+            weight: AtomicU32::new(weight),
+            max_in_flight,
+            state,
+            metrics,
         }
+    }
+
+    /// A backend with fresh state of its own and no metrics; for tools and
+    /// benchmarks that pick without a running proxy.
+    pub fn detached(addr: BackendAddr, weight: u32) -> Self {
+        Backend::new(
+            addr,
+            weight,
+            u32::MAX,
+            Arc::new(BackendState::default()),
+            BackendMetrics::noop(),
+        )
+    }
+
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Changes the weight in force; the balancer must then be told
+    /// ([`super::Balancer::reweigh`]).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Relaxed);
     }
 
     /// Whether the balancer may pick this backend now: healthy, not ejected,
@@ -207,9 +250,9 @@ impl Backend {
             ejected: s.is_ejected(now / 1_000_000),
             ejected_for_ms: until.saturating_sub(now / 1_000_000),
             ejections: s.ejections.load(Relaxed),
-            weight: self.weight,
+            weight: self.weight(),
             in_flight: s.in_flight.load(Relaxed),
-            ewma_latency_us: (s.ewma.estimate_ns(now) / 1000.0) as u64,
+            ewma_latency_us: (s.ewma.estimate_ns(now, s.in_flight.load(Relaxed)) / 1000.0) as u64,
             requests: s.requests.load(Relaxed),
             errors: s.errors.load(Relaxed),
         }
@@ -239,16 +282,19 @@ mod tests {
         let e = PeakEwma::default();
         let t0 = 1_000_000_000;
         e.observe(Duration::from_millis(10), t0);
-        assert_eq!(e.estimate_ns(t0), 10e6);
+        assert_eq!(e.estimate_ns(t0, 0), 10e6);
         e.observe(Duration::from_millis(50), t0 + 1);
-        assert_eq!(e.estimate_ns(t0 + 1), 50e6, "peak is taken at once");
+        assert_eq!(e.estimate_ns(t0 + 1, 0), 50e6, "peak is taken at once");
         // A lower sample 10 s later pulls the estimate most of the way down.
         let t1 = t0 + EWMA_DECAY.as_nanos() as u64;
         e.observe(Duration::from_millis(10), t1);
-        let est = e.estimate_ns(t1);
+        let est = e.estimate_ns(t1, 0);
         assert!(est > 10e6 && est < 30e6, "{est}");
         // Unused for a minute: decays towards zero so it is probed again.
-        assert!(e.estimate_ns(t1 + 60_000_000_000) < 1e6);
+        assert!(e.estimate_ns(t1 + 60_000_000_000, 0) < 1e6);
+        // Busy but silent: no decay, and at least the time since an answer.
+        let two_seconds_later = t1 + 2_000_000_000;
+        assert_eq!(e.estimate_ns(two_seconds_later, 3), 2e9);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! clockwise whose backend is eligible (and, when bounded, under
 //! `factor × average load`) serves it.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use arc_swap::ArcSwap;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{BackendSet, Balancer, PickContext, scan_from};
@@ -22,18 +24,41 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 
 #[derive(Debug)]
 pub struct HashRing {
-    points: Box<[u64]>,
-    owners: Box<[u32]>,
+    /// Replaced whole when an optimizer moves a weight.
+    ring: ArcSwap<Ring>,
+    virtual_nodes: u32,
     bounded_load: Option<f64>,
     /// For requests that carry no key: spreads them around the ring.
-    keyless: AtomicU64,
+    keyless: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    points: Box<[u64]>,
+    owners: Box<[u32]>,
 }
 
 impl HashRing {
-    pub fn new(set: &BackendSet, virtual_nodes: u32, bounded_load: Option<f64>) -> Self {
+    pub fn new(
+        set: &BackendSet,
+        virtual_nodes: u32,
+        bounded_load: Option<f64>,
+        rotation: Arc<AtomicUsize>,
+    ) -> Self {
+        HashRing {
+            ring: ArcSwap::from_pointee(Ring::new(set, virtual_nodes)),
+            virtual_nodes,
+            bounded_load,
+            keyless: rotation,
+        }
+    }
+}
+
+impl Ring {
+    fn new(set: &BackendSet, virtual_nodes: u32) -> Self {
         let mut ring: Vec<(u64, u32)> = Vec::new();
         for (i, b) in set.iter().enumerate() {
-            let n = virtual_nodes.max(1) * b.weight.max(1);
+            let n = virtual_nodes.max(1) * b.weight().max(1);
             for v in 0..n {
                 let point = hash_bytes(format!("{}#{v}", b.addr).as_bytes());
                 ring.push((point, i as u32));
@@ -46,32 +71,31 @@ impl HashRing {
                 .then_with(|| set[a.1 as usize].addr.cmp(&set[b.1 as usize].addr))
         });
         let (points, owners): (Vec<u64>, Vec<u32>) = ring.into_iter().unzip();
-        HashRing {
+        Ring {
             points: points.into_boxed_slice(),
             owners: owners.into_boxed_slice(),
-            bounded_load,
-            keyless: AtomicU64::new(0),
         }
     }
 }
 
 impl Balancer for HashRing {
     fn pick(&self, set: &BackendSet, ctx: &PickContext<'_>) -> Option<usize> {
-        let len = self.points.len();
+        let ring = self.ring.load();
+        let len = ring.points.len();
         if len == 0 {
             return None;
         }
-        let key = ctx
-            .hash
-            .unwrap_or_else(|| hash_bytes(&self.keyless.fetch_add(1, Relaxed).to_le_bytes()));
-        let start = self.points.partition_point(|&p| p < key);
+        let key = ctx.hash.unwrap_or_else(|| {
+            hash_bytes(&(self.keyless.fetch_add(1, Relaxed) as u64).to_le_bytes())
+        });
+        let start = ring.points.partition_point(|&p| p < key);
         let capacity = self.bounded_load.map(|c| {
             // Everyone may take `c` times the average, counting this request.
             (c * f64::from(ctx.upstream_in_flight + 1) / set.len() as f64).ceil() as u32
         });
         let mut last = u32::MAX;
         for k in 0..len {
-            let owner = self.owners[(start + k) % len];
+            let owner = ring.owners[(start + k) % len];
             if owner == last {
                 continue;
             }
@@ -88,6 +112,11 @@ impl Balancer for HashRing {
             return Some(i);
         }
         scan_from(set, ctx, 0)
+    }
+
+    fn reweigh(&self, set: &BackendSet) {
+        self.ring
+            .store(Arc::new(Ring::new(set, self.virtual_nodes)));
     }
 }
 
@@ -111,8 +140,8 @@ mod tests {
             .into_iter()
             .filter(|b| b.addr != four[2].addr)
             .collect();
-        let r4 = HashRing::new(&four, 160, None);
-        let r3 = HashRing::new(&three, 160, None);
+        let r4 = HashRing::new(&four, 160, None, Arc::default());
+        let r3 = HashRing::new(&three, 160, None, Arc::default());
         let mut per_backend: HashMap<String, u32> = HashMap::new();
         for k in 0..10_000u64 {
             let key = hash_bytes(&k.to_le_bytes());
@@ -131,7 +160,7 @@ mod tests {
     #[test]
     fn bounded_load_spills_to_the_next_backend() {
         let backends = set(&[1, 1]);
-        let ring = HashRing::new(&backends, 160, Some(1.25));
+        let ring = HashRing::new(&backends, 160, Some(1.25), Arc::default());
         let mut ctx = PickContext::new(1);
         ctx.hash = Some(42);
         let home = ring.pick(&backends, &ctx).unwrap();

@@ -6,6 +6,7 @@
 //! few backends every one is compared, starting from a rotating offset so that
 //! ties take turns; with many, two random ones are (power of two choices).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::{Backend, BackendSet, Balancer, PickContext, scan_from};
@@ -55,22 +56,19 @@ fn pick_least(
 #[derive(Debug)]
 pub struct LeastConnections {
     p2c: bool,
-    rotation: AtomicUsize,
+    rotation: Arc<AtomicUsize>,
 }
 
 impl LeastConnections {
-    pub fn new(p2c: bool) -> Self {
-        LeastConnections {
-            p2c,
-            rotation: AtomicUsize::new(0),
-        }
+    pub fn new(p2c: bool, rotation: Arc<AtomicUsize>) -> Self {
+        LeastConnections { p2c, rotation }
     }
 }
 
 impl Balancer for LeastConnections {
     fn pick(&self, set: &BackendSet, ctx: &PickContext<'_>) -> Option<usize> {
         pick_least(set, ctx, self.p2c, &self.rotation, |b| {
-            f64::from(b.state.in_flight.load(Relaxed)) / f64::from(b.weight.max(1))
+            f64::from(b.state.in_flight.load(Relaxed)) / f64::from(b.weight().max(1))
         })
     }
 }
@@ -78,15 +76,12 @@ impl Balancer for LeastConnections {
 #[derive(Debug)]
 pub struct LeastResponseTime {
     p2c: bool,
-    rotation: AtomicUsize,
+    rotation: Arc<AtomicUsize>,
 }
 
 impl LeastResponseTime {
-    pub fn new(p2c: bool) -> Self {
-        LeastResponseTime {
-            p2c,
-            rotation: AtomicUsize::new(0),
-        }
+    pub fn new(p2c: bool, rotation: Arc<AtomicUsize>) -> Self {
+        LeastResponseTime { p2c, rotation }
     }
 }
 
@@ -94,8 +89,9 @@ impl Balancer for LeastResponseTime {
     fn pick(&self, set: &BackendSet, ctx: &PickContext<'_>) -> Option<usize> {
         let now = ctx.now_ns;
         pick_least(set, ctx, self.p2c, &self.rotation, |b| {
-            let pending = f64::from(b.state.in_flight.load(Relaxed)) + 1.0;
-            b.state.ewma.estimate_ns(now) * pending / f64::from(b.weight.max(1))
+            let in_flight = b.state.in_flight.load(Relaxed);
+            let pending = f64::from(in_flight) + 1.0;
+            b.state.ewma.estimate_ns(now, in_flight) * pending / f64::from(b.weight().max(1))
         })
     }
 }
@@ -110,7 +106,7 @@ mod tests {
     #[test]
     fn least_connections_prefers_idle_and_rotates_ties() {
         let backends = set(&[1, 1, 1]);
-        let lc = LeastConnections::new(false);
+        let lc = LeastConnections::new(false, Arc::default());
         let ctx = PickContext::new(1);
         let mut counts = [0; 3];
         for _ in 0..30 {
@@ -138,7 +134,7 @@ mod tests {
             .state
             .ewma
             .observe(Duration::from_millis(1), now);
-        let lrt = LeastResponseTime::new(false);
+        let lrt = LeastResponseTime::new(false, Arc::default());
         let ctx = PickContext::new(now);
         for _ in 0..100 {
             assert_ne!(lrt.pick(&backends, &ctx), Some(1));
@@ -149,7 +145,7 @@ mod tests {
     fn p2c_never_picks_the_worst_of_three_when_others_are_free() {
         let backends = set(&[1, 1, 1]);
         backends[1].state.in_flight.store(50, Relaxed);
-        let lc = LeastConnections::new(true);
+        let lc = LeastConnections::new(true, Arc::default());
         let ctx = PickContext::new(1);
         for _ in 0..200 {
             assert_ne!(lc.pick(&backends, &ctx), Some(1));

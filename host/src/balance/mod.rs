@@ -1,6 +1,6 @@
-//! Load balancing: one [`Balancer`] trait, five strategies, the set of
-//! backends they pick from, and the registry that keeps learned backend state
-//! across reloads.
+//! Load balancing: one [`Balancer`] trait, five strategies, and the set of
+//! backends they pick from. What the strategies learn (backend state, the
+//! rotation) is kept across reloads by the proxy's registry.
 //!
 //! A pick never blocks and takes no lock: strategies read atomics of the
 //! backends and, where they keep state (a rotation counter), an atomic of
@@ -11,18 +11,17 @@
 mod backend;
 mod hash;
 mod least;
-mod registry;
 mod round_robin;
 mod weighted;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 pub use backend::{
     Backend, BackendState, BackendView, DEFAULT_RTT, EWMA_DECAY, HealthChange, PeakEwma,
 };
 pub use hash::{HashRing, hash_bytes};
 pub use least::{LeastConnections, LeastResponseTime};
-pub use registry::StateRegistry;
 pub use round_robin::RoundRobin;
 pub use weighted::Weighted;
 
@@ -85,24 +84,35 @@ impl<'a> PickContext<'a> {
 /// `set`, or `None` when no backend is eligible.
 pub trait Balancer: Send + Sync + std::fmt::Debug {
     fn pick(&self, set: &BackendSet, ctx: &PickContext<'_>) -> Option<usize>;
+
+    /// A backend's weight changed: strategies that precompute from weights
+    /// redo it. Nothing else about the upstream is rebuilt.
+    fn reweigh(&self, _set: &BackendSet) {}
 }
 
-/// Builds the balancer an upstream's config asks for.
-pub fn build(section: &UpstreamSection, set: &BackendSet) -> Arc<dyn Balancer> {
+/// Builds the balancer an upstream's config asks for. `rotation` is the
+/// upstream's position (round robin's turn, tie-breaking offsets), kept by
+/// the registry so a rebuild does not send the next request to the first
+/// backend again.
+pub fn build(
+    section: &UpstreamSection,
+    set: &BackendSet,
+    rotation: Arc<AtomicUsize>,
+) -> Arc<dyn Balancer> {
     let p2c = section
         .power_of_two_choices
         .unwrap_or(set.len() > P2C_THRESHOLD);
     match section.strategy {
-        Strategy::RoundRobin => Arc::new(RoundRobin::default()),
-        Strategy::Weighted => Arc::new(Weighted::new(set)),
-        Strategy::LeastConnections => Arc::new(LeastConnections::new(p2c)),
-        Strategy::LeastResponseTime => Arc::new(LeastResponseTime::new(p2c)),
+        Strategy::RoundRobin => Arc::new(RoundRobin::new(rotation)),
+        Strategy::Weighted => Arc::new(Weighted::new(set, rotation)),
+        Strategy::LeastConnections => Arc::new(LeastConnections::new(p2c, rotation)),
+        Strategy::LeastResponseTime => Arc::new(LeastResponseTime::new(p2c, rotation)),
         Strategy::Hash => {
             let (vnodes, bound) = section
                 .hash
                 .as_ref()
                 .map_or((160, None), |h| (h.virtual_nodes, h.bounded_load));
-            Arc::new(HashRing::new(set, vnodes, bound))
+            Arc::new(HashRing::new(set, vnodes, bound, rotation))
         }
     }
 }

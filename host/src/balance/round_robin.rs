@@ -1,12 +1,20 @@
 //! Round robin: each pick takes the next backend in turn.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::{BackendSet, Balancer, PickContext, scan_from};
 
 #[derive(Debug, Default)]
 pub struct RoundRobin {
-    next: AtomicUsize,
+    /// The upstream's rotation, kept across rebuilds by the registry.
+    next: Arc<AtomicUsize>,
+}
+
+impl RoundRobin {
+    pub fn new(rotation: Arc<AtomicUsize>) -> Self {
+        RoundRobin { next: rotation }
+    }
 }
 
 impl Balancer for RoundRobin {

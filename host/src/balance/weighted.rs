@@ -5,26 +5,34 @@
 //! we compute one period when the upstream is built and a pick is one atomic
 //! increment and an index: O(1), lock-free, same order as nginx.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use arc_swap::ArcSwap;
 
 use super::{BackendSet, Balancer, PickContext, scan_from};
 
 #[derive(Debug)]
 pub struct Weighted {
-    schedule: Box<[u32]>,
-    next: AtomicUsize,
+    /// Replaced whole when an optimizer moves a weight.
+    schedule: ArcSwap<Box<[u32]>>,
+    next: Arc<AtomicUsize>,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+fn schedule_of(set: &BackendSet) -> Box<[u32]> {
+    let weights: Vec<u64> = set.iter().map(|b| u64::from(b.weight().max(1))).collect();
+    smooth_schedule(&weights)
+}
+
 impl Weighted {
-    pub fn new(set: &BackendSet) -> Self {
-        let weights: Vec<u64> = set.iter().map(|b| u64::from(b.weight.max(1))).collect();
+    pub fn new(set: &BackendSet, rotation: Arc<AtomicUsize>) -> Self {
         Weighted {
-            schedule: smooth_schedule(&weights),
-            next: AtomicUsize::new(0),
+            schedule: ArcSwap::from_pointee(schedule_of(set)),
+            next: rotation,
         }
     }
 }
@@ -52,19 +60,24 @@ fn smooth_schedule(weights: &[u64]) -> Box<[u32]> {
 
 impl Balancer for Weighted {
     fn pick(&self, set: &BackendSet, ctx: &PickContext<'_>) -> Option<usize> {
-        let len = self.schedule.len();
+        let schedule = self.schedule.load();
+        let len = schedule.len();
         if len == 0 || set.is_empty() {
             return None;
         }
         // Skipped entries advance the counter again, so an unavailable
         // backend's share spreads over the others in proportion to weight.
         for _ in 0..set.len().min(len) * 2 {
-            let i = self.schedule[self.next.fetch_add(1, Relaxed) % len] as usize;
+            let i = schedule[self.next.fetch_add(1, Relaxed) % len] as usize;
             if i < set.len() && ctx.eligible(set, i) {
                 return Some(i);
             }
         }
         scan_from(set, ctx, 0)
+    }
+
+    fn reweigh(&self, set: &BackendSet) {
+        self.schedule.store(Arc::new(schedule_of(set)));
     }
 }
 
@@ -83,12 +96,23 @@ mod tests {
     #[test]
     fn proportional() {
         let backends = set(&[1, 2, 7]);
-        let w = Weighted::new(&backends);
+        let w = Weighted::new(&backends, Arc::default());
         let ctx = PickContext::new(1);
         let mut counts = [0; 3];
         for _ in 0..1000 {
             counts[w.pick(&backends, &ctx).unwrap()] += 1;
         }
         assert_eq!(counts, [100, 200, 700]);
+        backends[2].set_weight(1);
+        w.reweigh(&backends);
+        let mut counts = [0; 3];
+        for _ in 0..400 {
+            counts[w.pick(&backends, &ctx).unwrap()] += 1;
+        }
+        assert_eq!(
+            counts,
+            [100, 200, 100],
+            "a new weight applies without a rebuild"
+        );
     }
 }

@@ -100,12 +100,12 @@ pub struct RouteCache {
     pub purge_method: bool,
 }
 
+/// The normalized authority the request was routed by: the only host a
+/// cache key is ever made from.
 fn host_of(req: &Request<ProxyBody>) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
         .unwrap_or_default()
 }
 

@@ -135,7 +135,9 @@ impl ConfigErrors {
 /// Reads, merges and validates the config named by `source`.
 pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
     let figment = figment_for(source)?;
-    let mut config: Config = figment.extract().map_err(|e| from_figment(e, source))?;
+    let mut config: Config = figment
+        .extract()
+        .map_err(|e| all_type_errors(&figment, e, source))?;
     let problems = validate::validate(&config);
     if !problems.is_empty() {
         let errors = problems
@@ -321,6 +323,104 @@ fn from_figment(error: figment::Error, source: &ConfigSource) -> ConfigErrors {
             }
         })
         .collect();
+    ConfigErrors(errors)
+}
+
+/// Every type error of a config that does not deserialize, not only the
+/// first: serde stops at the first error, so after the whole config failed,
+/// each table and each entry of `routes`, `upstreams` and `plugins` is tried
+/// on its own. (Within one table or entry, only its first error is found.)
+fn all_type_errors(
+    figment: &Figment,
+    first: figment::Error,
+    source: &ConfigSource,
+) -> ConfigErrors {
+    use super::schema::*;
+    use figment::value::Value;
+    let mut errors = from_figment(first, source).0;
+    let mut add = |found: Vec<ConfigError>| {
+        for e in found {
+            if !errors
+                .iter()
+                .any(|known| known.key == e.key && known.message == e.message)
+            {
+                errors.push(e);
+            }
+        }
+    };
+    /// An entry deserialized alone; its errors' keys start with `prefix`.
+    fn entry<T: serde::de::DeserializeOwned>(
+        value: &Value,
+        prefix: &str,
+        figment: &Figment,
+        source: &ConfigSource,
+    ) -> Vec<ConfigError> {
+        let Err(e) = T::deserialize(value) else {
+            return Vec::new();
+        };
+        let mut found = from_figment(e, source).0;
+        for err in &mut found {
+            err.key = match err.key.as_str() {
+                "" => prefix.to_string(),
+                k if k.starts_with('[') => format!("{prefix}{k}"),
+                k => format!("{prefix}.{k}"),
+            };
+            err.origin = origin_of_key(figment, &err.key, source);
+        }
+        found
+    }
+    let Ok(Value::Dict(_, top)) = figment.find_value("") else {
+        return ConfigErrors(errors);
+    };
+    for (key, value) in &top {
+        match (key.as_str(), value) {
+            ("routes", Value::Array(_, items)) => {
+                for (i, v) in items.iter().enumerate() {
+                    add(entry::<RouteSection>(
+                        v,
+                        &format!("routes[{i}]"),
+                        figment,
+                        source,
+                    ));
+                }
+            }
+            ("plugins", Value::Array(_, items)) => {
+                for (i, v) in items.iter().enumerate() {
+                    add(entry::<PluginSection>(
+                        v,
+                        &format!("plugins[{i}]"),
+                        figment,
+                        source,
+                    ));
+                }
+            }
+            ("upstreams", Value::Dict(_, ups)) => {
+                for (name, v) in ups {
+                    add(entry::<UpstreamSection>(
+                        v,
+                        &format!("upstreams.{name}"),
+                        figment,
+                        source,
+                    ));
+                }
+            }
+            ("runtime", v) => add(entry::<RuntimeSection>(v, key, figment, source)),
+            ("log", v) => add(entry::<LogSection>(v, key, figment, source)),
+            ("listen", v) => add(entry::<ListenSection>(v, key, figment, source)),
+            ("admin", v) => add(entry::<AdminSection>(v, key, figment, source)),
+            ("timeouts", v) => add(entry::<TimeoutsSection>(v, key, figment, source)),
+            ("limits", v) => add(entry::<LimitsSection>(v, key, figment, source)),
+            ("upstream_defaults", v) => add(entry::<UpstreamDefaults>(v, key, figment, source)),
+            ("plugin_runtime", v) => add(entry::<PluginRuntimeSection>(v, key, figment, source)),
+            ("telemetry", v) => add(entry::<TelemetrySection>(v, key, figment, source)),
+            ("admission", v) => add(entry::<AdmissionSection>(v, key, figment, source)),
+            ("cache", v) => add(entry::<CacheSection>(v, key, figment, source)),
+            ("alerts", v) => add(entry::<AlertsSection>(v, key, figment, source)),
+            ("optimizer", v) => add(entry::<OptimizerSection>(v, key, figment, source)),
+            ("bench", v) => add(entry::<BenchSection>(v, key, figment, source)),
+            _ => {}
+        }
+    }
     ConfigErrors(errors)
 }
 

@@ -85,6 +85,12 @@ fn default_log_level() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
     pub address: ListenAddr,
+    /// Peers (CIDRs such as `10.0.0.0/8` or `192.0.2.7/32`) whose
+    /// `Forwarded` and `X-Forwarded-For` are appended to rather than
+    /// replaced: the load balancers in front of this proxy. Empty: trust
+    /// no one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -128,7 +134,9 @@ impl Default for TimeoutsSection {
         TimeoutsSection {
             connect: Dur::secs(2),
             header_read: Dur::secs(10),
-            backend_response: Dur::secs(30),
+            // A proxy's time to first byte: a stalled backend's requests
+            // are retried elsewhere after this, not after half a minute.
+            backend_response: Dur::secs(5),
             request: Dur::secs(60),
             client_idle: Dur::secs(60),
             drain: Dur::secs(30),
@@ -207,10 +215,13 @@ pub struct UpstreamSection {
     #[serde(default = "default_strategy")]
     pub strategy: Strategy,
     pub backends: Vec<BackendSection>,
-    /// When no backend is healthy: `true` spreads traffic over all of them
-    /// (Envoy's panic mode); `false` answers 503.
-    #[serde(default)]
-    pub panic_mode: bool,
+    /// Panic routing, as Envoy's panic threshold: when fewer than this
+    /// percent of the backends are available (healthy and not ejected),
+    /// traffic is spread over all of them, so that failing health checks
+    /// or ejections never leave the site refusing traffic. 0 disables:
+    /// then no available backend means 503.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: u32,
     /// For `least_connections` and `least_response_time`: compare two random
     /// backends instead of all. Unset means automatic: on above 16 backends.
     #[serde(default)]
@@ -294,8 +305,15 @@ impl Config {
     }
 }
 
+/// Least response time (Peak-EWMA × in-flight): a backend that stalls
+/// collects in-flight requests and stops being picked at once, where round
+/// robin would keep handing it every n-th request.
 fn default_strategy() -> Strategy {
-    Strategy::RoundRobin
+    Strategy::LeastResponseTime
+}
+
+fn default_panic_threshold() -> u32 {
+    50
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -332,7 +350,10 @@ fn default_virtual_nodes() -> u32 {
 pub struct HealthSection {
     pub path: String,
     pub interval: Dur,
-    pub timeout: Dur,
+    /// A check not answered in time fails; unset: 1 s, or the interval if
+    /// that is shorter. Never longer than the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
     pub expected_statuses: Vec<StatusRange>,
     /// Consecutive passed checks that bring an unhealthy backend back (rise).
     pub healthy_threshold: u32,
@@ -345,7 +366,7 @@ impl Default for HealthSection {
         HealthSection {
             path: "/healthz".into(),
             interval: Dur::secs(5),
-            timeout: Dur::secs(1),
+            timeout: None,
             expected_statuses: vec![StatusRange::class(2)],
             healthy_threshold: 2,
             unhealthy_threshold: 3,
@@ -353,15 +374,34 @@ impl Default for HealthSection {
     }
 }
 
+impl HealthSection {
+    /// The timeout in force.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .map(Dur::get)
+            .unwrap_or_else(|| self.interval.get().min(std::time::Duration::from_secs(1)))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierSection {
-    /// Consecutive connect failures, timeouts or 5xx that eject a backend; 0 disables.
+    /// Consecutive gateway failures — connect failures, broken connections,
+    /// timeouts, and 502, 503 or 504 from the backend — that eject it; 0
+    /// disables. An application's own errors (500 and the like) do not
+    /// count, as in nginx's `max_fails` and Envoy's gateway failures.
     pub consecutive_failures: u32,
+    /// Consecutive 5xx of any kind (500 included) that eject a backend; 0
+    /// (the default) disables.
+    pub consecutive_5xx: u32,
+    /// Success-rate ejection (Envoy's): off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<SuccessRateSection>,
     /// Ejection time is this times the number of times the backend was ejected.
     pub base_ejection_time: Dur,
     pub max_ejection_time: Dur,
-    /// Never eject more than this percent of an upstream's backends.
+    /// Never eject more than this percent of an upstream's backends; the
+    /// last backend that is not ejected never is.
     pub max_ejection_percent: u32,
 }
 
@@ -369,9 +409,35 @@ impl Default for OutlierSection {
     fn default() -> Self {
         OutlierSection {
             consecutive_failures: 5,
+            consecutive_5xx: 0,
+            success_rate: None,
             base_ejection_time: Dur::secs(30),
             max_ejection_time: Dur::secs(300),
             max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Every `interval`, backends whose success rate (responses below 500 over
+/// all attempts) falls below the mean of their peers' by more than
+/// `stdev_factor` standard deviations are ejected, when at least
+/// `min_hosts` backends had `min_requests` attempts in the interval.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuccessRateSection {
+    pub interval: Dur,
+    pub min_hosts: u32,
+    pub min_requests: u32,
+    pub stdev_factor: f64,
+}
+
+impl Default for SuccessRateSection {
+    fn default() -> Self {
+        SuccessRateSection {
+            interval: Dur::secs(10),
+            min_hosts: 5,
+            min_requests: 100,
+            stdev_factor: 1.9,
         }
     }
 }

@@ -98,6 +98,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     );
 
     validate_routes(config, &mut p);
+    validate_cache(config, &mut p);
     validate_plugins(config, &mut p);
     if let Some(bench) = &config.bench {
         p.0.extend(validate_bench(bench));
@@ -214,6 +215,48 @@ fn validate_routes(config: &Config, p: &mut Problems) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(i);
             }
+        }
+    }
+}
+
+/// Request header names that make up cache keys must be header names.
+fn header_names(key: String, names: &[String], p: &mut Problems) {
+    for (i, name) in names.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.add(
+                format!("{key}[{i}]"),
+                format!("invalid header name \"{name}\""),
+            );
+        }
+    }
+}
+
+fn validate_cache(config: &Config, p: &mut Problems) {
+    let c = &config.cache;
+    header_names("cache.key_headers".into(), &c.key_headers, p);
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(names) = &route.cache_key_headers {
+            header_names(format!("routes[{i}].cache_key_headers"), names, p);
+        }
+    }
+    if c.max_object_size.0 > c.capacity.0 {
+        p.add(
+            "cache.max_object_size",
+            format!(
+                "must not exceed cache.capacity ({}): no such object could be stored",
+                c.capacity
+            ),
+        );
+    }
+    if let Some(url) = &c.redis_url {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
+            p.add(
+                "cache.redis_url",
+                format!(
+                    "invalid Redis URL \"{url}\": expected redis://HOST:PORT[/DB], rediss:// or unix://"
+                ),
+            );
         }
     }
 }
@@ -419,6 +462,11 @@ fn validate_upstream(name: &str, up: &UpstreamSection, p: &mut Problems) {
         _ => {}
     }
 
+    p.at_most(
+        format!("{key}.panic_threshold"),
+        up.panic_threshold.into(),
+        100.0,
+    );
     validate_policies(
         &key,
         up.health.as_ref(),
@@ -441,7 +489,18 @@ fn validate_policies(
     if let Some(h) = health {
         let hkey = format!("{key}.health");
         p.positive(format!("{hkey}.interval"), h.interval.is_zero());
-        p.positive(format!("{hkey}.timeout"), h.timeout.is_zero());
+        if let Some(timeout) = h.timeout {
+            p.positive(format!("{hkey}.timeout"), timeout.is_zero());
+        }
+        if h.timeout.is_some_and(|t| t > h.interval) {
+            p.add(
+                format!("{hkey}.timeout"),
+                format!(
+                    "must not exceed interval ({}): checks of one backend would overlap",
+                    h.interval
+                ),
+            );
+        }
         if !h.path.starts_with('/') {
             p.add(
                 format!("{hkey}.path"),
@@ -466,7 +525,7 @@ fn validate_policies(
         }
     }
     if let Some(o) = outlier {
-        if o.consecutive_failures > 0 {
+        if o.consecutive_failures > 0 || o.consecutive_5xx > 0 || o.success_rate.is_some() {
             p.positive(
                 format!("{key}.outlier.base_ejection_time"),
                 o.base_ejection_time.is_zero(),
@@ -483,6 +542,24 @@ fn validate_policies(
             o.max_ejection_percent.into(),
             100.0,
         );
+        if let Some(sr) = &o.success_rate {
+            let skey = format!("{key}.outlier.success_rate");
+            p.positive(format!("{skey}.interval"), sr.interval.is_zero());
+            if sr.interval.get() > std::time::Duration::from_secs(10) {
+                p.add(
+                    format!("{skey}.interval"),
+                    "at most 10s: per-backend figures are kept for the last 10 s",
+                );
+            }
+            p.at_least(format!("{skey}.min_hosts"), sr.min_hosts.into(), 2);
+            p.at_least(format!("{skey}.min_requests"), sr.min_requests.into(), 1);
+            if !(sr.stdev_factor > 0.0 && sr.stdev_factor.is_finite()) {
+                p.add(
+                    format!("{skey}.stdev_factor"),
+                    "must be greater than 0, such as 1.9",
+                );
+            }
+        }
     }
     if let Some(r) = retry {
         p.at_least(format!("{key}.retry.attempts"), r.attempts.into(), 1);

@@ -1,5 +1,7 @@
 //! Active health checks: one task per upstream that has a `[health]`
-//! section, probing every backend with `GET path` each interval.
+//! section, probing every backend with `GET path` each interval, through
+//! the same HTTP/1.1 client and connection pool as proxied traffic — a
+//! backend cannot pass its checks on one HTTP stack and fail on another.
 //!
 //! A backend goes unhealthy after `unhealthy_threshold` failed checks in a
 //! row and returns after `healthy_threshold` passed ones. A check passes when
@@ -8,22 +10,18 @@
 //! backend state, so a restart forgets nothing.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, header};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::{BodyExt, Limited};
 use metrics::Counter;
 use tokio::task::JoinHandle;
 
-use crate::balance::{Backend, HealthChange};
+use crate::balance::HealthChange;
 use crate::config::HealthSection;
+use crate::http1::client::{self, Outbound};
 use crate::proxy::{ProxyState, Upstream};
 use crate::telemetry::names;
-
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// The running checkers of one config; dropping it stops them.
 #[derive(Debug, Default)]
@@ -40,22 +38,24 @@ impl Drop for HealthChecks {
 }
 
 impl HealthChecks {
-    /// Starts a checker for every upstream with a `[health]` section.
+    /// Starts a checker for every upstream with a `[health]` section, and a
+    /// success-rate sweep for every one with `outlier.success_rate`.
     pub fn start(state: &ProxyState) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(state.timeouts.connect.get()));
-        let client: CheckClient = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(1)
-            .build(connector);
-        let tasks = state
+        let checks = state
             .upstreams
             .values()
             .filter(|u| u.health.is_some())
-            .map(|u| tokio::spawn(run(u.clone(), client.clone())))
-            .collect();
-        HealthChecks { tasks }
+            .map(|u| tokio::spawn(run(u.clone())));
+        let sweeps = state.upstreams.values().filter_map(|u| {
+            let section = u.outlier.success_rate.clone()?;
+            Some(tokio::spawn(super::outlier::sweep_success_rates(
+                u.clone(),
+                section,
+            )))
+        });
+        HealthChecks {
+            tasks: checks.chain(sweeps).collect(),
+        }
     }
 }
 
@@ -64,7 +64,7 @@ struct Probe {
     fail: Counter,
 }
 
-async fn run(upstream: Arc<Upstream>, client: CheckClient) {
+async fn run(upstream: Arc<Upstream>) {
     let Some(health) = upstream.health.clone() else {
         return;
     };
@@ -91,7 +91,7 @@ async fn run(upstream: Arc<Upstream>, client: CheckClient) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let checks = upstream.backends.iter().map(|b| check(&client, b, &health));
+        let checks = (0..upstream.backends.len()).map(|i| check(&upstream, i, &health));
         let results = futures_util::future::join_all(checks).await;
         for ((backend, probe), result) in upstream.backends.iter().zip(&probes).zip(results) {
             let passed = result.is_ok();
@@ -116,37 +116,53 @@ async fn run(upstream: Arc<Upstream>, client: CheckClient) {
     }
 }
 
-/// One probe; `Err` says why it failed.
-async fn check(
-    client: &CheckClient,
-    backend: &Backend,
-    health: &HealthSection,
-) -> Result<(), String> {
+/// Most body bytes a check reads: enough for a status page, and the
+/// connection stays reusable.
+const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// One probe of backend `idx`; `Err` says why it failed.
+async fn check(upstream: &Upstream, idx: usize, health: &HealthSection) -> Result<(), String> {
+    let backend = &upstream.backends[idx];
     let uri = format!("http://{}{}", backend.authority, health.path);
     let req = Request::get(uri)
-        .header(header::HOST, backend.authority.as_str())
         .header(header::USER_AGENT, "switchyard-health-check")
-        .body(Empty::new())
+        .body(())
         .map_err(|e| format!("bad check request: {e}"))?;
+    let head = Outbound::plain(req.into_parts().0);
+    let pool = &upstream.pools[idx];
     let probe = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = resp.status().as_u16();
+        let (conn, response) = client::send(
+            pool,
+            &backend.authority,
+            upstream.connect_timeout,
+            &head,
+            None,
+            Instant::now(),
+        )
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.parts.status.as_u16();
+        let body = client::upstream_body(
+            conn,
+            response.framing,
+            response.keep_alive,
+            pool.clone(),
+            (),
+        );
         // Read (a bounded amount of) the body so the connection is reused.
-        let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
+        let _ = Limited::new(body, MAX_CHECK_BODY).collect().await;
         if health.expected_statuses.iter().any(|r| r.contains(status)) {
             Ok(())
         } else {
             Err(format!("status {status}"))
         }
     };
-    match tokio::time::timeout(health.timeout.get(), probe).await {
+    let limit: Duration = health.timeout();
+    match tokio::time::timeout(limit, probe).await {
         Ok(result) => result,
         Err(_) => Err(format!(
             "no answer within {}",
-            humantime::format_duration(health.timeout.get())
+            humantime::format_duration(limit)
         )),
     }
 }

@@ -14,9 +14,9 @@ use http_body_util::BodyExt;
 
 use super::stats::Recorder;
 use crate::config::PhaseKind;
+use crate::http1::client::{self as upstream, ConnPool, UpstreamError};
 use crate::plugins::GeneratorPlugin;
 use crate::plugins::bindings::generate::{BatchContext, IdSource, OpKind, OpResult, Operation};
-use crate::proxy::upstream::{self, ConnPool, UpstreamError};
 
 /// Where load goes: `http://host:port/base`.
 #[derive(Clone, Debug)]
@@ -520,7 +520,7 @@ impl Engine {
             _ => None,
         };
         let mut body =
-            upstream::upstream_body(conn, head.framing, head.keep_alive, self.pool.clone(), None);
+            upstream::upstream_body(conn, head.framing, head.keep_alive, self.pool.clone(), ());
         let mut kept = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame =

@@ -48,8 +48,10 @@ impl Kind for AlertKind {
 pub type AlertPlugin = Plugin<AlertKind>;
 
 impl Plugin<AlertKind> {
+    /// The rule's metadata. Runs before every evaluation; its success does
+    /// not clear earlier failures of `evaluate`.
     pub fn describe(&self) -> Result<RuleMeta, PluginFailure> {
-        self.call(
+        self.call_beside(
             |store, b| b.switchyard_plugins_alert().call_describe(store),
             |_| Ok(()),
         )

@@ -224,6 +224,42 @@ impl PluginEngine {
     }
 }
 
+/// The process's engine, made when the first plugin is loaded: a proxy
+/// without plugins never reserves the pooling allocator's address space
+/// (hundreds of GiB of virtual memory, which a `ulimit -v` or a memory
+/// checker such as valgrind refuses) and never starts the epoch ticker.
+pub struct EngineSlot {
+    cache_dir: Option<PathBuf>,
+    fuel: bool,
+    engine: std::sync::Mutex<Option<Arc<PluginEngine>>>,
+}
+
+impl EngineSlot {
+    pub fn new(cache_dir: Option<PathBuf>, fuel: bool) -> Self {
+        EngineSlot {
+            cache_dir,
+            fuel,
+            engine: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The engine, made now if it was not yet.
+    pub fn get(&self) -> anyhow::Result<Arc<PluginEngine>> {
+        let mut slot = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(engine) = slot.as_ref() {
+            return Ok(engine.clone());
+        }
+        let engine = PluginEngine::new(self.cache_dir.clone(), self.fuel)?;
+        *slot = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Whether fuel is metered (`plugin_runtime.fuel`, read at start).
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
+    }
+}
+
 /// A core module starts with `\0asm` version 1; a component with layer 1.
 fn wasmparser_says_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[4..8] == [1, 0, 0, 0]

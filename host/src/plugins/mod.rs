@@ -26,7 +26,7 @@ pub use alert::{AlertPlugin, plugin_failed};
 /// `PluginSnapshot::from(&snapshot)`.
 pub use bindings::types::Snapshot as PluginSnapshot;
 pub use cache::{CacheOutcome, content_hash};
-pub use engine::{EPOCH_TICK, PluginEngine};
+pub use engine::{EPOCH_TICK, EngineSlot, PluginEngine};
 pub use generator::GeneratorPlugin;
 pub use optimizer::OptimizerPlugin;
 pub use plugin::{FailureCause, Plugin, PluginFailure, PluginView, Reloaded};

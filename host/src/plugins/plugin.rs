@@ -361,11 +361,33 @@ impl<K: Kind> Plugin<K> {
 
     /// Runs `f` against the live instance with the plugin's deadline, memory
     /// cap and fuel; `check` validates the result. Failures are counted and
-    /// feed the quarantine.
+    /// feed the quarantine; a success clears the count.
     pub fn call<R>(
         &self,
         f: impl FnOnce(&mut Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
         check: impl FnOnce(&R) -> Result<(), String>,
+    ) -> Result<R, PluginFailure> {
+        self.call_with(f, check, true)
+    }
+
+    /// As [`Plugin::call`], for a call that runs beside the plugin's main
+    /// one (an alert rule's `describe` before each `evaluate`): its failure
+    /// counts towards quarantine like any other, but its success does not
+    /// clear the count, so a rule that describes itself and then fails to
+    /// evaluate is still quarantined.
+    pub fn call_beside<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
+        check: impl FnOnce(&R) -> Result<(), String>,
+    ) -> Result<R, PluginFailure> {
+        self.call_with(f, check, false)
+    }
+
+    fn call_with<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
+        check: impl FnOnce(&R) -> Result<(), String>,
+        success_clears: bool,
     ) -> Result<R, PluginFailure> {
         self.stats.calls.fetch_add(1, Relaxed);
         self.metrics.calls.increment(1);
@@ -415,7 +437,9 @@ impl<K: Kind> Plugin<K> {
         match result {
             Ok(value) => match check(&value) {
                 Ok(()) => {
-                    self.succeeded();
+                    if success_clears {
+                        self.succeeded();
+                    }
                     Ok(value)
                 }
                 Err(why) => Err(self.failed(FailureCause::Output, why, true)),

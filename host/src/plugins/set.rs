@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::alert::AlertPlugin;
-use super::engine::PluginEngine;
+use super::engine::{EngineSlot, PluginEngine};
 use super::generator::GeneratorPlugin;
 use super::optimizer::OptimizerPlugin;
 use super::plugin::{PluginView, Reloaded};
@@ -91,7 +91,7 @@ impl PluginSet {
     pub fn load(
         config: &Config,
         base_dir: &Path,
-        engine: &Arc<PluginEngine>,
+        engine: &EngineSlot,
         previous: Option<&PluginSet>,
     ) -> Result<PluginSet, Vec<(usize, String)>> {
         let mut plugins = Vec::new();
@@ -101,10 +101,11 @@ impl PluginSet {
                 .and_then(|p| p.get(&section.name))
                 .filter(|p| p.same_as(section, base_dir))
                 .cloned();
-            match kept
-                .map(Ok)
-                .unwrap_or_else(|| AnyPlugin::load(section, base_dir, config, engine))
-            {
+            let load = || {
+                let engine = engine.get().map_err(|e| format!("{e:#}"))?;
+                AnyPlugin::load(section, base_dir, config, &engine)
+            };
+            match kept.map(Ok).unwrap_or_else(load) {
                 Ok(p) => plugins.push(p),
                 Err(e) => errors.push((i, e)),
             }
@@ -120,7 +121,7 @@ impl PluginSet {
     /// naming the entry, e.g. `plugins[1].path: cannot load plugin "x": …`.
     pub fn load_config(
         loaded: &Loaded,
-        engine: &Arc<PluginEngine>,
+        engine: &EngineSlot,
         previous: Option<&PluginSet>,
     ) -> Result<PluginSet, ConfigErrors> {
         let base_dir = loaded.source.base_dir();

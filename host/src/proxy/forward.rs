@@ -5,6 +5,7 @@
 //! detection, the backend's Peak-EWMA latency and the per-backend metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, header};
@@ -13,12 +14,45 @@ use http_body_util::{BodyExt, LengthLimitError};
 use super::error::ProxyError;
 use super::headers::prepare_response;
 use super::state::Upstream;
-use super::upstream::{self, InFlight, Outbound, UpstreamError};
 use super::{ConnInfo, ProxyBody};
 use crate::balance::{Eligibility, PickContext, hash_bytes};
 use crate::clock;
 use crate::config::HashKey;
 use crate::health::{Outcome, record_outcome};
+use crate::http1::client::{self as upstream, Outbound, UpstreamError};
+
+/// Counts one request in flight on a backend (and its upstream) for as long
+/// as it lives: until the response body's last byte, when the wire layer
+/// drops it.
+#[derive(Debug)]
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    backend: usize,
+}
+
+impl InFlight {
+    pub fn start(upstream: &Arc<Upstream>, backend: usize) -> Self {
+        upstream.backends[backend]
+            .state
+            .in_flight
+            .fetch_add(1, Relaxed);
+        upstream.learned.in_flight.fetch_add(1, Relaxed);
+        InFlight {
+            upstream: upstream.clone(),
+            backend,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.backends[self.backend]
+            .state
+            .in_flight
+            .fetch_sub(1, Relaxed);
+        self.upstream.learned.in_flight.fetch_sub(1, Relaxed);
+    }
+}
 
 /// One try of a request against one backend.
 pub struct Attempt {
@@ -42,9 +76,14 @@ pub struct Forwarded {
     pub backend: usize,
 }
 
-/// The request's hash key for the `hash` strategy, if it has one.
+/// The request's hash key for the `hash` strategy, if it has one. A key of
+/// `header:host` reads the normalized authority, as everything else does.
 pub fn hash_of<B>(upstream: &Upstream, req: &Request<B>, conn: &ConnInfo) -> Option<u64> {
     match upstream.hash_key.as_ref()? {
+        HashKey::Header(name) if name == header::HOST => req
+            .uri()
+            .authority()
+            .map(|a| hash_bytes(a.as_str().as_bytes())),
         HashKey::Header(name) => req.headers().get(name).map(|v| hash_bytes(v.as_bytes())),
         HashKey::Cookie(name) => req
             .headers()
@@ -64,14 +103,27 @@ pub fn hash_of<B>(upstream: &Upstream, req: &Request<B>, conn: &ConnInfo) -> Opt
     }
 }
 
-/// Picks a backend, or says why none can take the request.
+/// Picks a backend, or says why none can take the request. Below the
+/// panic threshold every backend may be picked, health and ejection
+/// ignored (the breaker still holds).
 fn pick(upstream: &Upstream, attempt: &Attempt, now_ns: u64) -> Result<usize, ProxyError> {
     let mut ctx = PickContext::new(now_ns);
     ctx.hash = attempt.hash;
     ctx.tried = &attempt.tried;
-    ctx.upstream_in_flight = upstream
-        .in_flight
-        .load(std::sync::atomic::Ordering::Relaxed);
+    ctx.upstream_in_flight = upstream.learned.in_flight.load(Relaxed);
+    let panic_pick = |ctx: &mut PickContext<'_>| {
+        ctx.eligibility = Eligibility::Any;
+        let picked = upstream.balancer.pick(&upstream.backends, ctx);
+        if picked.is_some() {
+            upstream.metrics.panic_routed.increment(1);
+        }
+        picked
+    };
+    if upstream.in_panic(ctx.now_ms, false)
+        && let Some(i) = panic_pick(&mut ctx)
+    {
+        return Ok(i);
+    }
     if let Some(i) = upstream.balancer.pick(&upstream.backends, &ctx) {
         return Ok(i);
     }
@@ -86,12 +138,11 @@ fn pick(upstream: &Upstream, attempt: &Attempt, now_ns: u64) -> Result<usize, Pr
             upstream: upstream.name.clone(),
         });
     }
-    if upstream.panic_mode {
-        ctx.eligibility = Eligibility::Any;
-        if let Some(i) = upstream.balancer.pick(backends, &ctx) {
-            upstream.metrics.panic_routed.increment(1);
-            return Ok(i);
-        }
+    // Nothing available: the verdict is redone now rather than trusted.
+    if upstream.in_panic(ctx.now_ms, true)
+        && let Some(i) = panic_pick(&mut ctx)
+    {
+        return Ok(i);
     }
     upstream.metrics.no_healthy_backend.increment(1);
     Err(ProxyError::NoHealthyBackend {
@@ -163,7 +214,7 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
                 head.framing,
                 head.keep_alive,
                 upstream.pools[idx].clone(),
-                Some(guard),
+                guard,
             );
             Ok(Forwarded {
                 response: Response::from_parts(parts, body.boxed_unsync()),

@@ -1,20 +1,29 @@
 //! Header rules on the way to the backend and back.
 //!
-//! Hop-by-hop headers (RFC 9110 §7.6.1, and any header named in
-//! `Connection`) are removed in both directions. Towards the backend the
-//! client's `Host` is preserved, `X-Forwarded-For` gets the client address
-//! appended, `X-Forwarded-Proto` and `X-Forwarded-Host` are set (overwriting
-//! what the client sent: this proxy is the edge that knows), and `Via` gets
-//! our hop appended. Responses get `Via` too.
+//! Hop-by-hop headers (RFC 9110 §7.6.1, and any header named on any
+//! `Connection` line) are removed in both directions; the headers the wire
+//! layer manages (`Host`, `Content-Length`, `Transfer-Encoding`) cannot be
+//! removed that way, since they are written from the normalized head.
+//!
+//! Forwarding headers depend on who the peer is. From a peer outside
+//! `listen.trusted_proxies` (every peer, by default), `Forwarded`,
+//! `X-Forwarded-For`, `-Host`, `-Proto` and `X-Real-IP` are replaced by
+//! this proxy's own: a client cannot forge the address a backend sees.
+//! From a trusted peer (a load balancer in front), `Forwarded` and
+//! `X-Forwarded-For` are appended to, and its `X-Forwarded-Host`, `-Proto`
+//! and `X-Real-IP` are kept when present. `Via` gets our hop appended in
+//! both directions.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
 
 use super::ConnInfo;
+use crate::http1::encode::is_managed;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -27,7 +36,8 @@ fn via_value(version: Version) -> HeaderValue {
     })
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers, including those any `Connection` line
+/// names (but never the ones the wire layer manages).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let hop = |name: &HeaderName| {
         name == header::CONNECTION
@@ -42,14 +52,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(hop) {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION).cloned()
-        && let Ok(list) = connection.to_str()
-    {
-        for name in list.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                headers.remove(name);
-            }
-        }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .filter(|name| !is_managed(name))
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in [
         &header::CONNECTION,
@@ -63,77 +74,126 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The host a request is for, without a port: the URI authority (HTTP/2,
-/// absolute-form) or the `Host` header.
+/// The host a request is for, without a port: the normalized authority.
 pub fn request_host(parts: &request::Parts) -> &str {
-    let raw = match parts.uri.authority() {
-        Some(a) => a.as_str(),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
-    strip_port(raw)
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    parts.uri.host().unwrap_or("")
 }
 
 /// Whether a client header is left out towards the backend because the
-/// proxy sets its own.
+/// proxy writes its own line for it (see [`prepare_request`]).
 pub fn replaced_by_proxy(name: &HeaderName) -> bool {
-    name == X_FORWARDED_FOR || name == X_FORWARDED_HOST || name == X_FORWARDED_PROTO
+    name == X_FORWARDED_FOR
+        || name == X_FORWARDED_HOST
+        || name == X_FORWARDED_PROTO
+        || name == header::FORWARDED
+        || name == X_REAL_IP
 }
 
-fn line(out: &mut Vec<u8>, name: &str, parts: &[&[u8]]) {
-    out.extend_from_slice(name.as_bytes());
+/// `name: earlier, ours` from a trusted peer, `name: ours` otherwise.
+fn appended(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    name: &HeaderName,
+    trusted: bool,
+    ours: &[&[u8]],
+) {
+    out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
-    for p in parts {
+    if trusted {
+        for prior in headers.get_all(name) {
+            let prior = prior.as_bytes().trim_ascii();
+            if !prior.is_empty() {
+                out.extend_from_slice(prior);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    for p in ours {
         out.extend_from_slice(p);
     }
     out.extend_from_slice(b"\r\n");
 }
 
+/// `name: theirs` when the (trusted) peer sent one, `name: ours` otherwise.
+fn kept_or_set(out: &mut Vec<u8>, headers: &HeaderMap, name: &HeaderName, ours: &[u8]) {
+    let theirs = headers.get(name).map(HeaderValue::as_bytes);
+    appended(out, headers, name, false, &[theirs.unwrap_or(ours)]);
+}
+
 /// Prepares a client request for the backend: removes hop-by-hop headers
 /// and returns the header lines the proxy adds, encoded, for the request
-/// encoder to append (no header-map insertions on the hot path).
+/// encoder to append (no header-map insertions on the hot path). The
+/// client's own lines for these headers are left out by the encoder (see
+/// [`replaced_by_proxy`]).
 pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
     remove_hop_by_hop(&mut parts.headers);
-    let headers = &parts.headers;
-    let host = headers.get(header::HOST);
-    let mut out = Vec::with_capacity(160);
-    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
-    if host.is_none()
-        && let Some(a) = authority
-    {
-        line(&mut out, "host", &[a]);
-    }
-    if let Some(h) = authority.or(host.map(HeaderValue::as_bytes)) {
-        line(&mut out, "x-forwarded-host", &[h]);
-    }
-    // Earlier hops' addresses first, then this client's.
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
-        let prior = prior.as_bytes().trim_ascii();
-        if !prior.is_empty() {
-            out.extend_from_slice(prior);
-            out.extend_from_slice(b", ");
-        }
-    }
-    out.extend_from_slice(conn.client_ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    line(&mut out, "x-forwarded-proto", &[b"http"]);
-    line(&mut out, "via", &[via_value(parts.version).as_bytes()]);
+    let authority = parts
+        .uri
+        .authority()
+        .map_or(&b""[..], |a| a.as_str().as_bytes());
+    let proto: &[u8] = if parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        b"https"
+    } else {
+        b"http"
+    };
+    let via = via_value(parts.version);
     // Backends are spoken to in HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
+    // RFC 7239: a host with a port (or an IP literal) is quoted.
+    let quote_host = authority.iter().any(|b| matches!(b, b':' | b'[' | b']'));
+    let mut out = Vec::with_capacity(256);
+    let ip = conn.ip_text();
+    let v6 = conn.remote.is_ipv6();
+    if !conn.trusted {
+        // The common case: ours only, written in as few pieces as it takes.
+        out.extend_from_slice(b"x-forwarded-for: ");
+        out.extend_from_slice(ip);
+        out.extend_from_slice(b"\r\nx-real-ip: ");
+        out.extend_from_slice(ip);
+        out.extend_from_slice(if v6 {
+            b"\r\nforwarded: for=\"["
+        } else {
+            b"\r\nforwarded: for="
+        });
+        out.extend_from_slice(ip);
+        out.extend_from_slice(match (v6, quote_host) {
+            (true, true) => b"]\";host=\"",
+            (true, false) => b"]\";host=",
+            (false, true) => b";host=\"",
+            (false, false) => b";host=",
+        });
+        out.extend_from_slice(authority);
+        out.extend_from_slice(if quote_host { b"\";proto=" } else { b";proto=" });
+        out.extend_from_slice(proto);
+        out.extend_from_slice(b"\r\nx-forwarded-host: ");
+        out.extend_from_slice(authority);
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(proto);
+        out.extend_from_slice(b"\r\nvia: ");
+        out.extend_from_slice(via.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        return out;
+    }
+    let headers = &parts.headers;
+    appended(&mut out, headers, &X_FORWARDED_FOR, true, &[ip]);
+    kept_or_set(&mut out, headers, &X_REAL_IP, ip);
+    let q: &[u8] = if quote_host { b"\"" } else { b"" };
+    let ours = [
+        &b"for="[..],
+        if v6 { b"\"[" } else { b"" },
+        ip,
+        if v6 { b"]\"" } else { b"" },
+        b";host=",
+        q,
+        authority,
+        q,
+        b";proto=",
+        proto,
+    ];
+    appended(&mut out, headers, &header::FORWARDED, true, &ours);
+    kept_or_set(&mut out, headers, &X_FORWARDED_HOST, authority);
+    kept_or_set(&mut out, headers, &X_FORWARDED_PROTO, proto);
+    appended(&mut out, headers, &header::VIA, false, &[via.as_bytes()]);
     out
 }
 
@@ -165,9 +225,65 @@ mod tests {
     }
 
     #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    fn connection_cannot_remove_managed_headers_and_every_line_counts() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Host, Content-Length"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("x-second"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert("x-second", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.contains_key(header::HOST) && h.contains_key(header::CONTENT_LENGTH));
+        assert!(
+            !h.contains_key("x-second"),
+            "a second Connection line counts too"
+        );
+    }
+
+    fn forwarded(trusted: bool, remote: &str) -> String {
+        let mut req = http::Request::get("http://a.example:8080/x")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("x-forwarded-proto", "https")
+            .header("x-real-ip", "1.1.1.1")
+            .header("forwarded", "for=1.1.1.1")
+            .body(())
+            .expect("request");
+        *req.version_mut() = Version::HTTP_11;
+        let (mut parts, ()) = req.into_parts();
+        let remote = remote.parse().expect("address");
+        let conn = ConnInfo::new(remote, "127.0.0.1:80".parse().expect("address"), trusted);
+        String::from_utf8(prepare_request(&mut parts, &conn)).expect("ascii")
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_forge_forwarding_headers() {
+        assert_eq!(
+            forwarded(false, "10.0.0.7:5000"),
+            "x-forwarded-for: 10.0.0.7\r\nx-real-ip: 10.0.0.7\r\n\
+             forwarded: for=10.0.0.7;host=\"a.example:8080\";proto=http\r\n\
+             x-forwarded-host: a.example:8080\r\nx-forwarded-proto: http\r\nvia: 1.1 switchyard\r\n"
+        );
+        assert_eq!(
+            forwarded(true, "[::1]:5000"),
+            "x-forwarded-for: 1.1.1.1, ::1\r\nx-real-ip: 1.1.1.1\r\n\
+             forwarded: for=1.1.1.1, for=\"[::1]\";host=\"a.example:8080\";proto=http\r\n\
+             x-forwarded-host: a.example:8080\r\nx-forwarded-proto: https\r\nvia: 1.1 switchyard\r\n"
+        );
+        assert_eq!(
+            forwarded(false, "[::1]:5000").lines().nth(2),
+            Some("forwarded: for=\"[::1]\";host=\"a.example:8080\";proto=http")
+        );
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "forwarded",
+        ] {
+            assert!(replaced_by_proxy(&HeaderName::from_static(name)), "{name}");
+        }
     }
 }

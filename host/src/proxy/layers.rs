@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::future::{Either, Ready, ready};
-use http::{Response, header};
+use http::Response;
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use tower::{Layer, Service};
@@ -73,11 +73,9 @@ where
             })));
         }
         let max_body = limits.max_body_bytes;
-        let declared = a
-            .request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        // The length the wire layer decided (the header itself is not
+        // handed on).
+        let declared = a.request.body().size_hint().exact();
         if declared.is_some_and(|n| n > max_body) {
             return Either::Left(ready(Err(ProxyError::BodyTooLarge)));
         }

@@ -9,10 +9,12 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ConnInfo, ProxyService, ProxyState, h1};
+use super::{ConnInfo, ProxyService, ProxyState};
+use crate::http1::Origin;
+use crate::http1::server::{self, Shutdown};
 
 /// A bound, not yet serving, proxy listener.
 pub struct Listener {
@@ -33,16 +35,16 @@ impl Listener {
 
     /// Serves until stopped; in-flight requests are then drained.
     pub fn serve(self, state: Arc<ArcSwap<ProxyState>>) -> ListenerHandle {
-        let (stop, stopped) = watch::channel(false);
+        let stop = Shutdown::default();
         let addr = self.addr;
-        let task = tokio::spawn(accept_loop(self.tcp, state, stopped));
+        let task = tokio::spawn(accept_loop(self.tcp, state, stop.clone()));
         ListenerHandle { stop, task, addr }
     }
 }
 
 /// A serving listener.
 pub struct ListenerHandle {
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     task: JoinHandle<()>,
     pub addr: SocketAddr,
 }
@@ -51,7 +53,7 @@ impl ListenerHandle {
     /// Stops accepting, then waits for in-flight requests to finish, at most
     /// `drain`. Idle keep-alive connections are closed at once.
     pub async fn shutdown(self, drain: Duration) {
-        let _ = self.stop.send(true);
+        self.stop.trigger();
         if tokio::time::timeout(drain + Duration::from_secs(1), self.task)
             .await
             .is_err()
@@ -62,13 +64,13 @@ impl ListenerHandle {
 }
 
 /// Per-connection settings from a config snapshot.
-fn connection_settings(state: &ProxyState) -> h1::Settings {
+fn connection_settings(state: &ProxyState) -> server::Settings {
     let max_header = state.limits.max_header_bytes;
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(state.timeouts.client_idle.get()));
-    h1::Settings {
+    server::Settings {
         // Also bounds how long an idle keep-alive connection waits for its
         // next request.
         header_read: state.timeouts.header_read.get(),
@@ -77,11 +79,7 @@ fn connection_settings(state: &ProxyState) -> h1::Settings {
     }
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
-    state: Arc<ArcSwap<ProxyState>>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn accept_loop(tcp: TcpListener, state: Arc<ArcSwap<ProxyState>>, stopped: Shutdown) {
     let local = tcp
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -93,7 +91,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = tcp.accept() => accepted,
-            _ = stopped.changed() => break,
+            _ = stopped.wait() => break,
         };
         let (stream, remote) = match accepted {
             Ok(a) => a,
@@ -111,10 +109,19 @@ async fn accept_loop(
             version.clone_from(&current.version);
         }
         let _ = stream.set_nodelay(true);
-        let service = ProxyService::new(state.clone(), ConnInfo::new(remote, local));
+        // The address this connection reached: a wildcard listener's
+        // connections each have their own.
+        let here = if local.ip().is_unspecified() {
+            stream.local_addr().unwrap_or(local)
+        } else {
+            local
+        };
+        let trusted = current.is_trusted(remote.ip());
+        let conn = ConnInfo::new(remote, here, trusted);
+        let service = ProxyService::new(state.clone(), conn);
         let (settings, stop, alive) = (settings.clone(), stopped.clone(), alive.clone());
         tokio::spawn(async move {
-            h1::serve(stream, service, settings, stop).await;
+            server::serve(stream, service, settings, Origin::http(here), stop).await;
             drop(alive);
         });
     }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use http::{Method, Response, StatusCode};
 
-use super::upstream::Outbound;
+use super::headers::replaced_by_proxy;
+use crate::http1::client::Outbound;
 use http_body::Body;
 use tower::Service;
 use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
@@ -27,11 +28,14 @@ use crate::clock;
 
 const SLOTS: usize = 10;
 
-/// Lock-free sliding-window retry budget over the last 10 seconds.
+/// Lock-free sliding-window retry budget over the last 10 seconds. It is
+/// kept per upstream across rebuilds and reloads (see `registry.rs`): a
+/// fresh budget would hand out its whole floor at once.
 #[derive(Debug)]
 pub struct RetryBudget {
-    percent: f64,
-    floor_per_window: u64,
+    /// `budget_percent` as f64 bits; settable when the config changes.
+    percent: AtomicU64,
+    floor_per_window: AtomicU64,
     slots: [Slot; SLOTS],
 }
 
@@ -44,11 +48,30 @@ struct Slot {
 
 impl RetryBudget {
     pub fn new(percent: f64, min_per_second: u32) -> Self {
-        RetryBudget {
-            percent,
-            floor_per_window: u64::from(min_per_second) * SLOTS as u64,
+        let budget = RetryBudget {
+            percent: AtomicU64::new(0),
+            floor_per_window: AtomicU64::new(0),
             slots: Default::default(),
-        }
+        };
+        budget.configure(percent, min_per_second);
+        budget
+    }
+
+    /// Sets the allowance from the config, keeping what was counted.
+    pub fn configure(&self, percent: f64, min_per_second: u32) {
+        self.percent.store(percent.to_bits(), Relaxed);
+        self.floor_per_window
+            .store(u64::from(min_per_second) * SLOTS as u64, Relaxed);
+    }
+
+    /// Retries spent over the window, for tests and the admin API.
+    pub fn spent(&self) -> u64 {
+        let now = clock::now_ms() / 1000;
+        self.slots
+            .iter()
+            .filter(|s| now.saturating_sub(s.second.load(Relaxed)) < SLOTS as u64)
+            .map(|s| s.retries.load(Relaxed))
+            .sum()
     }
 
     fn slot(&self, second: u64) -> &Slot {
@@ -75,7 +98,9 @@ impl RetryBudget {
                 retries += s.retries.load(Relaxed);
             }
         }
-        let allowed = (requests as f64 * self.percent / 100.0) as u64 + self.floor_per_window;
+        let percent = f64::from_bits(self.percent.load(Relaxed));
+        let allowed =
+            (requests as f64 * percent / 100.0) as u64 + self.floor_per_window.load(Relaxed);
         if retries >= allowed {
             return false;
         }
@@ -113,6 +138,7 @@ impl Service<Exchange> for Retry {
     fn call(&mut self, ex: Exchange) -> Self::Future {
         let upstream = ex.route.upstream.clone();
         upstream
+            .learned
             .budget
             .deposit(clock::ns_of(ex.received) / 1_000_000);
         let policy = &upstream.retry;
@@ -127,6 +153,7 @@ impl Service<Exchange> for Retry {
         let head = Arc::new(Outbound {
             parts,
             added: ex.added,
+            replaced: replaced_by_proxy,
         });
         let attempt = move |upstream, body, tried| Attempt {
             head: head.clone(),
@@ -171,7 +198,7 @@ impl Service<Exchange> for Retry {
                 if n == attempts {
                     break;
                 }
-                if !upstream.budget.withdraw() {
+                if !upstream.learned.budget.withdraw() {
                     upstream.metrics.budget_exhausted.increment(1);
                     break;
                 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
+use futures_util::future::{Either, Ready, ready};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -19,6 +20,7 @@ use super::layers::{
 use super::retry::Retry;
 use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
 use crate::cache::{Cache, CacheLayer};
+use crate::http1::{Origin, error_response, normalize_h2, server::Handler};
 
 /// The phases a request passes through.
 pub type Stack = Limits<RoutePhase<Cache<Admit<ForwardedHeaders<Retry>>>>>;
@@ -81,19 +83,42 @@ impl ProxyService {
     }
 }
 
-/// HTTP/2 connections, served by hyper.
+/// HTTP/1.1 connections, served by `crate::http1::server`, whose heads
+/// arrive normalized.
+impl Handler for ProxyService {
+    type Future = futures_util::future::Map<
+        Dispatched,
+        fn(Result<Response<ProxyBody>, Infallible>) -> Response<ProxyBody>,
+    >;
+
+    fn handle(&self, request: Request<ProxyBody>, received: Instant) -> <Self as Handler>::Future {
+        self.dispatch(request, received).map(|r| match r {
+            Ok(response) => response,
+            Err(never) => match never {},
+        })
+    }
+}
+
+/// HTTP/2 connections, served by hyper: the head is normalized as the
+/// HTTP/1.1 parser normalizes one, or refused the same way.
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Dispatched;
+    type Future = Either<Dispatched, Ready<Result<Response<ProxyBody>, Infallible>>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let received = Instant::now();
-        let request = if req.body().is_end_stream() {
-            req.map(|_| empty_body())
+        let (mut parts, body) = req.into_parts();
+        if let Err(refusal) = normalize_h2(&mut parts, &Origin::http(self.conn.local)) {
+            tracing::debug!("HTTP/2 request refused: {refusal}");
+            let response = error_response(refusal.status, refusal.reason);
+            return Either::Right(ready(Ok(response)));
+        }
+        let body = if body.is_end_stream() {
+            empty_body()
         } else {
-            req.map(|b| b.map_err(Into::into).boxed_unsync())
+            body.map_err(Into::into).boxed_unsync()
         };
-        self.dispatch(request, received)
+        Either::Left(self.dispatch(Request::from_parts(parts, body), received))
     }
 }

@@ -5,21 +5,20 @@
 //! published through an `ArcSwap`. Each request loads it once and runs to
 //! completion on that snapshot, so a swap never changes a request midway.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
-use crate::balance::{self, Backend, Balancer, StateRegistry};
+use crate::balance::{self, Backend, Balancer};
 use crate::cache::{CacheStore, RouteCache};
 use crate::config::{
-    CacheSection, Config, HashKey, HealthSection, LimitsSection, OutlierSection, TimeoutsSection,
-    UpstreamSection,
+    Config, HashKey, HealthSection, LimitsSection, OutlierSection, TimeoutsSection, UpstreamSection,
 };
 use crate::telemetry::{BackendMetrics, RouteMetrics, UpstreamMetrics, Windows};
 
 use super::admission::Admission;
-use super::retry::RetryBudget;
-use super::upstream::{ConnPool, Pools};
+use super::registry::{Learned, Registry, weight_knob};
+use crate::http1::client::ConnPool;
 
 #[derive(Debug)]
 pub struct ProxyState {
@@ -35,6 +34,8 @@ pub struct ProxyState {
     pub admission: Arc<Admission>,
     pub windows: Arc<Windows>,
     pub cache: Arc<CacheStore>,
+    /// `listen.trusted_proxies`.
+    trusted_proxies: Box<[ipnet::IpNet]>,
 }
 
 #[derive(Debug)]
@@ -94,21 +95,20 @@ impl HostMatch {
 }
 
 /// One upstream: its backends as the current config lists them, and the
-/// policies that govern them.
+/// policies that govern them. What it learns lives in the registry.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub backends: Box<[Backend]>,
     pub balancer: Arc<dyn Balancer>,
     pub hash_key: Option<HashKey>,
-    pub panic_mode: bool,
+    /// Percent of available backends below which every backend is picked.
+    pub panic_threshold: u32,
     pub retry: crate::config::RetrySection,
-    pub budget: RetryBudget,
     pub outlier: OutlierSection,
-    /// Serialises ejection decisions so the max-ejection percent holds.
-    pub ejection_lock: Mutex<()>,
     pub health: Option<HealthSection>,
-    pub in_flight: Arc<AtomicU32>,
+    /// Retry budget, in-flight count, rotation: kept across rebuilds.
+    pub learned: Arc<Learned>,
     pub metrics: UpstreamMetrics,
     pub section: UpstreamSection,
     /// Idle connections of each backend, in `backends` order.
@@ -116,60 +116,21 @@ pub struct Upstream {
     pub connect_timeout: std::time::Duration,
 }
 
-/// What each new state inherits from the ones before: learned backend state
-/// and warm connection pools, both keyed by backend, so a reload keeps them
-/// for backends that stay.
-pub struct Carried {
-    pub backends: StateRegistry,
-    pub pools: Pools,
-    pub windows: Arc<Windows>,
-    pub admission: Arc<Admission>,
-    /// Backend weights an optimizer set, by `upstream/address`; a config
-    /// reload clears them so the config's weights apply again.
-    pub weights: Mutex<HashMap<String, u32>>,
-    /// The response cache; kept across reloads unless its capacity or
-    /// eviction policy changes.
-    pub cache: Mutex<Option<Arc<CacheStore>>>,
-}
-
-impl Carried {
-    /// The cache store for `section`: the running one when it fits.
-    pub fn cache_for(&self, section: &CacheSection) -> Arc<CacheStore> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.as_ref() {
-            Some(c) if c.fits(section) => c.clone(),
-            _ => {
-                let fresh = Arc::new(CacheStore::new(section));
-                *cache = Some(fresh.clone());
-                fresh
-            }
-        }
-    }
-}
-
-impl Default for Carried {
-    fn default() -> Self {
-        Carried {
-            backends: StateRegistry::default(),
-            pools: Pools::default(),
-            windows: Arc::new(Windows::new(crate::clock::now_ms())),
-            admission: Arc::new(Admission::default()),
-            weights: Mutex::new(HashMap::new()),
-            cache: Mutex::new(None),
-        }
-    }
-}
+/// How long a panic-routing verdict is reused before the backends are
+/// counted again.
+const PANIC_RECHECK_MS: u64 = 100;
 
 impl ProxyState {
-    /// Builds the state for a validated config.
-    pub fn build(config: &Config, version: &str, carried: &Carried) -> Self {
+    /// Builds the state for a validated config; what was learned comes from
+    /// `registry`.
+    pub fn build(config: &Config, version: &str, registry: &Registry) -> Self {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, section)| {
                 (
                     name.clone(),
-                    Arc::new(Upstream::build(name, section, config, carried)),
+                    Arc::new(Upstream::build(name, section, config, registry)),
                 )
             })
             .collect();
@@ -185,7 +146,7 @@ impl ProxyState {
                     host: HostMatch::parse(&r.host),
                     prefix: r.path_prefix.clone(),
                     upstream,
-                    windows: carried.windows.clone(),
+                    windows: registry.windows.clone(),
                     cache: r.cache.unwrap_or(config.cache.enabled).then(|| RouteCache {
                         key_headers: r
                             .cache_key_headers
@@ -215,10 +176,21 @@ impl ProxyState {
             routes: routes.into_boxed_slice(),
             upstreams,
             unrouted: RouteMetrics::new("none", "none"),
-            admission: carried.admission.clone(),
-            windows: carried.windows.clone(),
-            cache: carried.cache_for(&config.cache),
+            admission: registry.admission.clone(),
+            windows: registry.windows.clone(),
+            cache: registry.cache_for(&config.cache),
+            trusted_proxies: config.listen.trusted_proxies.clone().into_boxed_slice(),
         }
+    }
+
+    /// Whether a peer's forwarding headers are trusted.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// Whether any route caches responses.
@@ -243,52 +215,81 @@ impl ProxyState {
 }
 
 impl Upstream {
-    fn build(name: &str, section: &UpstreamSection, config: &Config, carried: &Carried) -> Self {
-        let weights = carried
-            .weights
-            .lock()
-            .map(|w| w.clone())
-            .unwrap_or_default();
+    fn build(name: &str, section: &UpstreamSection, config: &Config, registry: &Registry) -> Self {
+        let learned = registry.upstream(name);
+        let retry = section.retry();
+        learned
+            .budget
+            .configure(retry.budget_percent, retry.min_retries_per_second);
         let backends: Box<[Backend]> = section
             .backends
             .iter()
-            .map(|b| Backend {
-                authority: b.address.authority(),
-                addr: b.address.clone(),
-                weight: weights
-                    .get(&format!("{name}/{}", b.address))
-                    .copied()
-                    .unwrap_or(b.weight),
-                max_in_flight: section.breaker().max_in_flight,
-                state: carried.backends.state(name, &b.address),
-                metrics: BackendMetrics::new(name, b.address.as_str()),
+            .map(|b| {
+                let owned = registry.knobs.get(&weight_knob(name, &b.address));
+                Backend::new(
+                    b.address.clone(),
+                    owned.map_or(b.weight, |o| o.value as u32),
+                    section.breaker().max_in_flight,
+                    registry.backend(name, &b.address),
+                    BackendMetrics::new(name, b.address.as_str()),
+                )
             })
             .collect();
-        let balancer = balance::build(section, &backends);
+        let balancer = balance::build(section, &backends, learned.rotation.clone());
         Upstream {
             name: name.to_string(),
             hash_key: section.hash.as_ref().map(|h| h.key.clone()),
-            panic_mode: section.panic_mode,
-            retry: section.retry().clone(),
-            budget: RetryBudget::new(
-                section.retry().budget_percent,
-                section.retry().min_retries_per_second,
-            ),
+            panic_threshold: section.panic_threshold,
+            retry: retry.clone(),
             outlier: section.outlier().clone(),
-            ejection_lock: Mutex::new(()),
             health: section.health.clone(),
-            in_flight: Arc::new(AtomicU32::new(0)),
             metrics: UpstreamMetrics::new(name),
             section: section.clone(),
             pools: section
                 .backends
                 .iter()
-                .map(|b| carried.pools.pool(b.address.as_str()))
+                .map(|b| registry.pool(b.address.as_str()))
                 .collect(),
             connect_timeout: config.timeouts.connect.get(),
             backends,
             balancer,
+            learned,
         }
+    }
+
+    /// Whether fewer than `panic_threshold` percent of the backends are
+    /// available (healthy, not ejected): then every backend is picked from,
+    /// as in Envoy's panic mode. The count is redone at most every
+    /// [`PANIC_RECHECK_MS`] unless `fresh`.
+    pub fn in_panic(&self, now_ms: u64, fresh: bool) -> bool {
+        if self.panic_threshold == 0 {
+            return false;
+        }
+        let cached = self.learned.panic.load(Relaxed);
+        if !fresh && now_ms.saturating_sub(cached >> 1) < PANIC_RECHECK_MS {
+            return cached & 1 == 1;
+        }
+        let available = self
+            .backends
+            .iter()
+            .filter(|b| b.state.is_healthy() && !b.state.is_ejected(now_ms))
+            .count();
+        let panic = available * 100 < self.backends.len() * self.panic_threshold as usize;
+        self.learned
+            .panic
+            .store((now_ms << 1) | u64::from(panic), Relaxed);
+        panic
+    }
+
+    /// Sets a backend's weight in force and tells the balancer; nothing
+    /// else is rebuilt. `false`: no such backend.
+    pub fn set_weight(&self, addr: &str, weight: u32) -> bool {
+        let Some(backend) = self.backends.iter().find(|b| b.addr.as_str() == addr) else {
+            return false;
+        };
+        backend.set_weight(weight);
+        self.balancer.reweigh(&self.backends);
+        true
     }
 }
 

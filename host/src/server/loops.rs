@@ -15,6 +15,7 @@ use crate::clock;
 use crate::optimize::{Change, DecisionRecord, clamp};
 use crate::plugins::bindings::optimize::Adjustment;
 use crate::plugins::{PluginFailure, PluginSnapshot};
+use crate::proxy::registry::{CONCURRENCY_LIMIT, config_value, weight_knob};
 use crate::telemetry::{BackendStats, ProcessStats, Snapshot};
 
 /// Longer windows every snapshot carries.
@@ -27,7 +28,7 @@ impl Server {
         let loaded = self.loaded.load();
         let state = self.state.load();
         let current_ms = loaded.config.telemetry.current_window.get().as_millis() as u32;
-        let windows = &self.carried.windows;
+        let windows = &self.registry.windows;
         let backend_span = u64::from(current_ms).div_ceil(1000).min(10);
         let now_s = now / 1000;
         let backends = state
@@ -45,7 +46,7 @@ impl Server {
                         id: format!("{}/{}", up.name, b.addr),
                         healthy: view.healthy,
                         ejected: view.ejected,
-                        weight: b.weight,
+                        weight: b.weight(),
                         in_flight: view.in_flight,
                         ewma_latency_us: view.ewma_latency_us,
                         requests: stats.requests,
@@ -83,23 +84,31 @@ impl Server {
             firing_alerts: self.alerts.firing_names(),
         }
     }
-
-    /// Rebuilds the routing state from the config in force and the knobs,
-    /// after an optimizer changed backend weights.
-    async fn rebuild_state(&self) {
-        let _no_reload_meanwhile = self.reload_lock.lock().await;
-        let loaded = self.loaded.load();
-        let state = crate::proxy::ProxyState::build(&loaded.config, &loaded.version, &self.carried);
-        self.state.store(Arc::new(state));
-    }
 }
 
-/// Starts the alert and optimizer loops; they end when the server is gone.
+/// Starts the alert and optimizer loops and the pool sweep; they end when
+/// the server is gone.
 pub(super) fn start(server: &Arc<Server>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(alert_loop(Arc::downgrade(server))),
         tokio::spawn(optimizer_loop(Arc::downgrade(server))),
+        tokio::spawn(pool_sweep(Arc::downgrade(server))),
     ]
+}
+
+/// How often idle backend connections are checked for a close by the
+/// backend: the longest a closed one sits in CLOSE_WAIT.
+const POOL_SWEEP: Duration = Duration::from_secs(2);
+
+async fn pool_sweep(server: Weak<Server>) {
+    loop {
+        tokio::time::sleep(POOL_SWEEP).await;
+        let Some(s) = server.upgrade() else { return };
+        let closed = s.registry.sweep_pools();
+        if closed > 0 {
+            tracing::debug!("closed {closed} idle backend connection(s) the backends had closed");
+        }
+    }
 }
 
 async fn alert_loop(server: Weak<Server>) {
@@ -274,13 +283,18 @@ fn record_failure(s: &Server, failure: &PluginFailure) {
     ));
 }
 
-/// Holds each adjustment to the bounds, then applies it (or not, in dry run).
+/// Holds each adjustment to the bounds, then applies it (or not, in dry
+/// run). An applied knob is owned by `plugin` until it is removed or the
+/// config's value for the knob changes (see `proxy::registry::Knobs`). A
+/// weight change touches that backend's weight and its balancer, nothing
+/// else: budgets, counters and rotations run on.
 async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reason: String) {
-    let config = s.loaded.load().config.optimizer.clone();
+    let loaded = s.loaded.load();
+    let config = &loaded.config.optimizer;
     let b = &config.bounds;
     let state = s.state.load();
+    let knobs = &s.registry.knobs;
     let mut changes = Vec::new();
-    let mut weights_changed = false;
     for adj in adjustments {
         match adj {
             Adjustment::ConcurrencyLimit(requested) => {
@@ -295,10 +309,12 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                 );
                 if to != u64::from(current) {
                     if !config.dry_run {
+                        let configured = loaded.config.admission.max_concurrency;
+                        knobs.set(CONCURRENCY_LIMIT, to, plugin, configured.into());
                         state.admission.set_limit(to as u32);
                     }
                     changes.push(Change {
-                        knob: "concurrency_limit".into(),
+                        knob: CONCURRENCY_LIMIT.into(),
                         from: current.into(),
                         requested: requested.into(),
                         to,
@@ -307,18 +323,16 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                 }
             }
             Adjustment::BackendWeight(w) => {
-                let Some(current) = state.upstreams.values().find_map(|up| {
-                    let (name, addr) = w.backend.split_once('/')?;
-                    (up.name == name).then(|| {
-                        up.backends
-                            .iter()
-                            .find(|bk| bk.addr.as_str() == addr)
-                            .map(|bk| bk.weight)
-                    })?
-                }) else {
+                let target = w.backend.split_once('/').and_then(|(name, addr)| {
+                    let up = state.upstreams.get(name)?;
+                    let backend = up.backends.iter().find(|bk| bk.addr.as_str() == addr)?;
+                    Some((up, backend))
+                });
+                let Some((up, backend)) = target else {
                     tracing::debug!(plugin, "weight for unknown backend {} ignored", w.backend);
                     continue;
                 };
+                let current = backend.weight();
                 let bound = &b.backend_weight;
                 let to = clamp(
                     Some(current.into()),
@@ -328,11 +342,11 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                     bound.max_step.into(),
                 );
                 if to != u64::from(current) {
-                    if !config.dry_run
-                        && let Ok(mut weights) = s.carried.weights.lock()
-                    {
-                        weights.insert(w.backend.clone(), to as u32);
-                        weights_changed = true;
+                    if !config.dry_run {
+                        let knob = weight_knob(&up.name, &backend.addr);
+                        let configured = config_value(&loaded.config, &knob).unwrap_or(0);
+                        knobs.set(&knob, to, plugin, configured);
+                        up.set_weight(backend.addr.as_str(), to as u32);
                     }
                     changes.push(Change {
                         knob: format!("weight {}", w.backend),
@@ -352,9 +366,6 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                 );
             }
         }
-    }
-    if weights_changed {
-        s.rebuild_state().await;
     }
     for c in &changes {
         let clamp_note = if c.clamped {

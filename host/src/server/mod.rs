@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
@@ -22,8 +21,8 @@ use crate::alerts::webhook::Webhook;
 use crate::config::{ConfigErrors, Loaded};
 use crate::health::HealthChecks;
 use crate::optimize::OptimizerHost;
-use crate::plugins::{PluginEngine, PluginSet};
-use crate::proxy::{Carried, Listener, ListenerHandle, ProxyState};
+use crate::plugins::{EngineSlot, PluginSet};
+use crate::proxy::{Listener, ListenerHandle, ProxyState, Registry};
 use crate::telemetry::ProcessStats;
 use crate::telemetry::{self, PrometheusExport};
 use crate::watch::FileWatch;
@@ -33,15 +32,14 @@ use crate::watch::FileWatch;
 /// plugin is reported the same way by `check` and `run`.
 pub struct Prepared {
     pub loaded: Loaded,
-    pub plugin_engine: Arc<PluginEngine>,
+    pub plugin_engine: Arc<EngineSlot>,
     pub plugins: PluginSet,
 }
 
 impl Prepared {
     pub fn new(loaded: Loaded) -> Result<Prepared, ConfigErrors> {
         let rt = &loaded.config.plugin_runtime;
-        let engine = PluginEngine::new(rt.cache_dir.clone(), rt.fuel)
-            .map_err(|e| ConfigErrors(vec![loaded.error_at("plugin_runtime", format!("{e:#}"))]))?;
+        let engine = Arc::new(EngineSlot::new(rt.cache_dir.clone(), rt.fuel));
         let plugins = PluginSet::load_config(&loaded, &engine, None)?;
         Ok(Prepared {
             loaded,
@@ -69,10 +67,10 @@ struct Listeners {
 pub struct Server {
     pub loaded: ArcSwap<Loaded>,
     pub state: Arc<ArcSwap<ProxyState>>,
-    /// Learned backend state and connection pools, carried across reloads.
-    pub carried: Carried,
+    /// Everything learned that survives rebuilds and reloads.
+    pub registry: Registry,
     pub prometheus: PrometheusExport,
-    pub plugin_engine: Arc<PluginEngine>,
+    pub plugin_engine: Arc<EngineSlot>,
     pub plugins: Arc<ArcSwap<PluginSet>>,
     background: std::sync::Mutex<Background>,
     listeners: tokio::sync::Mutex<Listeners>,
@@ -147,21 +145,28 @@ impl Running {
             plugins,
         } = prepared;
         let prometheus = telemetry::install();
-        let carried = Carried::default();
+        let registry = Registry::default();
         let config = &loaded.config;
-        let state = ProxyState::build(config, &loaded.version, &carried);
+        let state = ProxyState::build(config, &loaded.version, &registry);
+        // A bind failure is a problem of the config: reported like one, with
+        // the file and key, and exit code 2.
+        let bind_error = |key: &str, addr: SocketAddr, e: std::io::Error| {
+            anyhow::Error::new(ConfigErrors(vec![
+                loaded.error_at(key, format!("cannot bind {addr}: {e}")),
+            ]))
+        };
         let listen = config.listen.address.0;
         let proxy = Listener::bind(listen)
             .await
-            .with_context(|| format!("cannot bind listen.address {listen}"))?;
+            .map_err(|e| bind_error("listen.address", listen, e))?;
         let admin_addr = config.admin.address.0;
         let admin_tcp = TcpListener::bind(admin_addr)
             .await
-            .with_context(|| format!("cannot bind admin.address {admin_addr}"))?;
+            .map_err(|e| bind_error("admin.address", admin_addr, e))?;
         let server = Arc::new(Server {
             loaded: ArcSwap::from_pointee(loaded),
             state: Arc::new(ArcSwap::from_pointee(state)),
-            carried,
+            registry,
             prometheus,
             plugin_engine,
             plugins: Arc::new(ArcSwap::from_pointee(plugins)),
@@ -177,7 +182,7 @@ impl Running {
             draining: AtomicBool::new(false),
         });
         server
-            .carried
+            .registry
             .admission
             .set_limit(server.loaded.load().config.admission.max_concurrency);
         if let Ok(mut l) = server.loops.lock() {

@@ -21,6 +21,7 @@ use super::Server;
 use crate::admin;
 use crate::config::{self, Change, ConfigErrors, Loaded};
 use crate::plugins::PluginSet;
+use crate::proxy::registry::CONCURRENCY_LIMIT;
 use crate::proxy::{Listener, ProxyState};
 
 /// Quiet time after the last change to the config file before reloading.
@@ -192,41 +193,54 @@ impl Server {
         let changes = config::diff(&as_json(&current.config), &as_json(&loaded.config));
         let (old, new) = (&current.config, &loaded.config);
 
-        // New addresses are bound before anything changes: if one cannot
-        // be, the running config stays as it is.
+        // Everything that can fail happens before anything changes: new
+        // addresses are bound and the new admin listener is started (it
+        // serves the running config until the swap). If a step fails, what
+        // was prepared is dropped (its port released) and the running config
+        // stays as it is. After the swap nothing can fail.
+        let bind_error = |key: &str, addr, e| {
+            ConfigErrors(vec![
+                loaded.error_at(key, format!("cannot bind {addr}: {e}")),
+            ])
+        };
         let new_proxy = if new.listen.address != old.listen.address {
             let addr = new.listen.address.0;
             let bound = Listener::bind(addr).await;
-            Some(bound.map_err(|e| {
-                ConfigErrors(vec![
-                    loaded.error_at("listen.address", format!("cannot bind {addr}: {e}")),
-                ])
-            })?)
+            Some(bound.map_err(|e| bind_error("listen.address", addr, e))?)
         } else {
             None
         };
         let new_admin = if new.admin.address != old.admin.address {
             let addr = new.admin.address.0;
-            let bound = TcpListener::bind(addr).await;
-            Some(bound.map_err(|e| {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error("admin.address", addr, e))?;
+            let handle = admin::serve(tcp, self.clone()).map_err(|e| {
                 ConfigErrors(vec![
-                    loaded.error_at("admin.address", format!("cannot bind {addr}: {e}")),
+                    loaded.error_at("admin.address", format!("cannot serve on {addr}: {e}")),
                 ])
-            })?)
+            })?;
+            Some(handle)
         } else {
             None
         };
 
-        // The config's weights apply again; optimizers adjust from there.
-        if let Ok(mut w) = self.carried.weights.lock() {
-            w.clear();
+        // Knobs whose optimizer is gone, or whose config value changed, go
+        // back to the config; the others stay with their owner.
+        let knobs = &self.registry.knobs;
+        for (knob, owned) in knobs.release_for(new) {
+            tracing::info!(
+                "{knob} = {} set by optimizer \"{}\" released: the config value applies again",
+                owned.value,
+                owned.owner
+            );
         }
-        if new.admission.max_concurrency != old.admission.max_concurrency {
-            self.carried
+        if knobs.get(CONCURRENCY_LIMIT).is_none() {
+            self.registry
                 .admission
                 .set_limit(new.admission.max_concurrency);
         }
-        let state = ProxyState::build(new, &loaded.version, &self.carried);
+        let state = ProxyState::build(new, &loaded.version, &self.registry);
         let drain = state.timeouts.drain.get();
         self.state.store(Arc::new(state));
         self.plugins.store(Arc::new(plugins));
@@ -243,10 +257,7 @@ impl Server {
                 tokio::spawn(old.shutdown(drain));
             }
         }
-        if let Some(tcp) = new_admin {
-            let handle = admin::serve(tcp, self.clone()).map_err(|e| {
-                ConfigErrors(vec![current.error_at("admin.address", format!("{e}"))])
-            })?;
+        if let Some(handle) = new_admin {
             tracing::info!("admin listening on {}", handle.addr);
             if let Some(old) = listeners.admin.replace(handle) {
                 tokio::spawn(old.shutdown());

@@ -181,8 +181,9 @@ async fn hash_keeps_keys_and_moves_only_the_removed_backends_keys() {
 async fn unhealthy_backends_are_skipped_and_panic_mode_spreads_over_all() {
     let [a, b, c] = three().await;
     let upstream = |panic: bool| {
+        let threshold = if panic { 50 } else { 0 };
         config(&format!(
-            "[upstreams.app]\nstrategy = \"round_robin\"\npanic_mode = {panic}\n{}\n\
+            "[upstreams.app]\nstrategy = \"round_robin\"\npanic_threshold = {threshold}\n{}\n\
              [upstreams.app.health]\ninterval = \"50ms\"\nunhealthy_threshold = 1\nhealthy_threshold = 1\n",
             backends_toml(&[&a, &b, &c], &[])
         ))

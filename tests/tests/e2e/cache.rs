@@ -492,7 +492,7 @@ async fn the_purge_method_works_from_loopback_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_byte_bound_evicts() {
-    let (origin, proxy, http) = setup("capacity = \"64KiB\"").await;
+    let (origin, proxy, http) = setup("capacity = \"64KiB\"\nmax_object_size = \"16KiB\"").await;
     let body = "x".repeat(4096);
     for i in 0..60 {
         let path = format!("/big/{i}");

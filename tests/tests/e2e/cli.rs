@@ -44,6 +44,26 @@ fn each_config_error_is_named_with_file_and_key_path() {
             "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\", wieght = 2 }]\n",
             "upstreams.app.backends[0].wieght: unknown key (expected one of: address, weight)",
         ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[cache]\nkey_headers = [\"x user\"]\n",
+            "cache.key_headers[0]: invalid header name \"x user\"",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[cache]\nredis_url = \"http://127.0.0.1:6379\"\n",
+            "cache.redis_url: invalid Redis URL \"http://127.0.0.1:6379\": expected redis://HOST:PORT[/DB], rediss:// or unix://",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[upstreams.app.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+            "upstreams.app.health.timeout: must not exceed interval (1s): checks of one backend would overlap",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[cache]\ncapacity = \"1MiB\"\nmax_object_size = \"2MiB\"\n",
+            "cache.max_object_size: must not exceed cache.capacity (1MiB): no such object could be stored",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\npanic_threshold = 150\n",
+            "upstreams.app.panic_threshold: must be at most 100",
+        ),
     ];
     for (body, expected) in cases {
         let config = if body.starts_with("[listen]") {
@@ -83,6 +103,75 @@ fn every_problem_is_listed_at_once() {
     ));
     assert_eq!(code, 2);
     assert!(err.contains("3 problem(s) in config"), "{err}");
+}
+
+#[test]
+fn type_errors_in_different_tables_are_all_listed_at_once() {
+    let (code, _, err, path) = check(
+        "[listen]\naddress = 8080\n[timeouts]\nconnect = 5\n[[routes]]\nupstream = 7\n\
+         [upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\", weight = \"heavy\" }]\n\
+         [cache]\nenabled = \"yes\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    for key in [
+        "listen.address",
+        "timeouts.connect",
+        "routes[0].upstream",
+        "upstreams.app.backends[0].weight",
+        "cache.enabled",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("error: {path}: {key}: "))),
+            "{key} missing from\n{err}"
+        );
+    }
+    assert!(err.contains("5 problem(s) in config"), "{err}");
+}
+
+/// A config whose listener is `addr`.
+fn listening_on(addr: &str) -> String {
+    format!(
+        "[listen]\naddress = \"{addr}\"\n[admin]\naddress = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"app\"\n\
+         [upstreams.app]\nbackends = [{{ address = \"127.0.0.1:3001\" }}]\n"
+    )
+}
+
+#[test]
+fn a_port_in_use_is_a_config_error_for_check_and_run() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err, path) = check(&listening_on(&addr));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {path}: listen.address: cannot bind {addr}: "
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("--against"),
+        "a hint for a running instance: {err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, listening_on(&addr)).unwrap();
+    let (code, _, err) = run_cli(&["run", "--config", &cfg.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: listen.address: cannot bind {addr}: ",
+            cfg.display()
+        )),
+        "{err}"
+    );
+    // An address that is not this machine's.
+    let (code, _, err, _) = check(&listening_on("192.0.2.1:8080"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("listen.address: cannot bind 192.0.2.1:8080"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ async fn active_checks_take_a_backend_out_after_fall_and_back_after_rise() {
     );
     let proxy = Proxy::start(&config(&format!(
         "[upstreams.app]\nstrategy = \"round_robin\"\n{}\n\
-         [upstreams.app.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"1s\"\n\
+         [upstreams.app.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\
          unhealthy_threshold = 3\nhealthy_threshold = 2\n",
         backends_toml(&[&good, &flaky], &[])
     )));
@@ -132,8 +132,9 @@ async fn never_more_than_max_ejection_percent_are_ejected() {
          [upstreams.app.outlier]\nconsecutive_failures = 2\nbase_ejection_time = \"30s\"\nmax_ejection_percent = 25\n",
         backends_toml(&refs, &[])
     )));
+    // Gateway failures (503): what outlier detection counts by default.
     for b in &backends[..3] {
-        b.set_status(500);
+        b.set_status(503);
     }
     let http = Http::default();
     for _ in 0..60 {

@@ -6,53 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use http::Method;
 use nix::sys::signal::Signal;
 
 use crate::support::proxy::run_cli;
-use crate::support::{Http, Proxy, TestBackend, backends_toml, config, eventually, get, request};
-
-async fn reload(proxy: &Proxy) -> (u16, serde_json::Value) {
-    let r = request(
-        Method::POST,
-        &proxy.admin_url("/admin/config/reload"),
-        &[],
-        "",
-    )
-    .await
-    .unwrap();
-    (
-        r.status,
-        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body)),
-    )
-}
-
-async fn version(proxy: &Proxy) -> String {
-    proxy.admin_json("/admin/config").await["version"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn write(proxy: &Proxy, cfg: &str) {
-    let tmp = proxy.config_path.with_extension("new");
-    std::fs::write(&tmp, cfg).unwrap();
-    std::fs::rename(&tmp, &proxy.config_path).unwrap();
-}
-
-/// Writes a new config and reloads it through the admin API. The file watch
-/// may get there first, so "unchanged" is fine as long as the version moved.
-async fn apply(proxy: &Proxy, cfg: &str) {
-    let before = version(proxy).await;
-    write(proxy, cfg);
-    let (status, body) = reload(proxy).await;
-    assert_eq!(status, 200, "{body}");
-    assert_ne!(
-        version(proxy).await,
-        before,
-        "the new config is in force: {body}"
-    );
-}
+use crate::support::{Http, Proxy, TestBackend, backends_toml, config, eventually, free_port, get};
 
 /// A JSON list of strings as lines.
 fn lines(v: &serde_json::Value) -> String {
@@ -157,22 +114,22 @@ async fn a_hundred_reloads_under_load_drop_nothing_and_traffic_follows() {
     let load = Load::start(proxy.url("/load"), 4);
     for i in 1..=100 {
         let (cfg, members) = variant(i);
-        let before = version(&proxy).await;
-        write(&proxy, &cfg);
+        let before = proxy.version().await;
+        proxy.write_config(&cfg);
         match i % 10 {
             // Every tenth reload by SIGHUP, the next by the file watch, the
             // rest through the admin API.
             0 => proxy.signal(Signal::SIGHUP),
             1 => {}
             _ => {
-                let (status, body) = reload(&proxy).await;
+                let (status, body) = proxy.reload().await;
                 assert_eq!(status, 200, "reload {i}: {body}");
             }
         }
         eventually(
             Duration::from_secs(10),
             &format!("reload {i} takes effect"),
-            || async { (version(&proxy).await != before).then_some(()) },
+            || async { (proxy.version().await != before).then_some(()) },
         )
         .await;
         // Traffic follows: backends outside the new config get no new requests.
@@ -227,14 +184,12 @@ async fn removing_a_backend_lets_its_requests_in_flight_complete() {
         || async { (leaves.ctl.active.load(SeqCst) == 3).then_some(()) },
     )
     .await;
-    apply(
-        &proxy,
-        &config(&format!(
+    proxy
+        .apply(&config(&format!(
             "[upstreams.app]\n{}\n",
             backends_toml(&[&stays], &[])
-        )),
-    )
-    .await;
+        )))
+        .await;
     let before = leaves.requests();
     for _ in 0..10 {
         assert_eq!(get(&proxy.url("/new")).await.unwrap().backend(), "stays");
@@ -252,7 +207,7 @@ async fn a_broken_config_leaves_the_running_one_serving() {
     let b = TestBackend::start("b").await;
     let good = config(&format!("[upstreams.app]\n{}\n", backends_toml(&[&b], &[])));
     let proxy = Proxy::start(&good);
-    let running = version(&proxy).await;
+    let running = proxy.version().await;
     let junk = proxy.dir.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -284,8 +239,8 @@ async fn a_broken_config_leaves_the_running_one_serving() {
         ),
     ];
     for (n, (cfg, expected)) in cases.iter().enumerate() {
-        write(&proxy, cfg);
-        let (status, body) = reload(&proxy).await;
+        proxy.write_config(cfg);
+        let (status, body) = proxy.reload().await;
         assert_eq!(status, 422, "case {n}: {body}");
         let errors = lines(&body["errors"]);
         assert!(
@@ -310,7 +265,7 @@ async fn a_broken_config_leaves_the_running_one_serving() {
     let failures_before = proxy
         .metric("switchyard_config_reload_total", &[("result", "failure")])
         .await;
-    write(&proxy, &good.replace("weight = 1", "weight = 0"));
+    proxy.write_config(&good.replace("weight = 1", "weight = 0"));
     eventually(
         Duration::from_secs(10),
         "the watched broken file is refused",
@@ -324,8 +279,8 @@ async fn a_broken_config_leaves_the_running_one_serving() {
     .await;
     assert!(proxy.logs().contains("the running config stays"));
     drop(taken);
-    write(&proxy, &good);
-    let (status, body) = reload(&proxy).await;
+    proxy.write_config(&good);
+    let (status, body) = proxy.reload().await;
     assert_eq!(
         (status, body["result"].as_str()),
         (200, Some("unchanged")),
@@ -364,7 +319,7 @@ async fn learned_state_of_backends_that_stay_survives_a_reload() {
     assert_eq!(flaky_before["ejected"], true, "{flaky_before}");
 
     let newcomer = TestBackend::start("newcomer").await;
-    apply(&proxy, &upstream(&newcomer)).await;
+    proxy.apply(&upstream(&newcomer)).await;
     let slow_after = proxy.backend_view(slow.addr).await;
     let flaky_after = proxy.backend_view(flaky.addr).await;
     assert_eq!(
@@ -387,14 +342,6 @@ async fn learned_state_of_backends_that_stay_survives_a_reload() {
         (Some(true), Some(0)),
         "new backends start healthy"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +367,7 @@ async fn moving_the_listeners_drains_the_old_addresses() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (new_port, new_admin) = (free_port(), free_port());
     // Moved by the file watch: the admin address moves too.
-    write(&proxy, &at(new_port, new_admin));
+    proxy.write_config(&at(new_port, new_admin));
     eventually(
         Duration::from_secs(10),
         "the new admin address serves",
@@ -494,7 +441,7 @@ async fn check_against_a_running_instance_prints_the_diff() {
         "{out}"
     );
     assert!(
-        out.contains("~ upstreams.app.strategy: \"round_robin\" -> \"weighted\""),
+        out.contains("~ upstreams.app.strategy: \"least_response_time\" -> \"weighted\""),
         "{out}"
     );
 }
@@ -528,4 +475,40 @@ fn every_shipped_profile_checks_out_on_the_default_config() {
     let (code, _, err) = run_cli(&["check", "--config", root, "--profile", "nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown profile \"nope\" (available: development, load-testing, production, read-heavy, write-heavy)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_rewritten_without_pause_is_still_reloaded() {
+    let b = TestBackend::start("b").await;
+    let cfg = |drain: u32| {
+        config(&format!(
+            "[upstreams.app]\n{}\n[timeouts]\ndrain = \"{drain}s\"\n",
+            backends_toml(&[&b], &[])
+        ))
+    };
+    let proxy = Arc::new(Proxy::start(&cfg(30)));
+    let first = proxy.version().await;
+    // Rewritten every 100 ms, more often than the 200 ms quiet time: the
+    // reload cannot wait for quiet, and comes at the latest after 1 s.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (proxy, writing) = (proxy.clone(), writing.clone());
+        let contents: Vec<String> = (0..2).map(|i| cfg(31 + i)).collect();
+        tokio::spawn(async move {
+            let mut i = 0;
+            while writing.load(SeqCst) {
+                proxy.write_config(&contents[i % 2]);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    eventually(
+        Duration::from_secs(20),
+        "a reload while the file keeps changing",
+        || async { (proxy.version().await != first).then_some(()) },
+    )
+    .await;
+    writing.store(false, SeqCst);
+    writer.await.unwrap();
 }

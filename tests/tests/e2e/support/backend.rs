@@ -42,6 +42,8 @@ pub struct Control {
     pub active: AtomicU32,
     pub by_method: Mutex<HashMap<Method, u64>>,
     pub last_headers: Mutex<Option<HeaderMap>>,
+    /// The body of the last request, when it was read whole.
+    pub last_body: Mutex<Option<Bytes>>,
 }
 
 pub struct TestBackend {
@@ -73,6 +75,7 @@ impl TestBackend {
             active: AtomicU32::new(0),
             by_method: Mutex::default(),
             last_headers: Mutex::default(),
+            last_body: Mutex::default(),
         });
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accept = tokio::spawn(accept_loop(
@@ -207,7 +210,8 @@ async fn serve(
         .or_default() += 1;
     *ctl.last_headers.lock().unwrap() = Some(req.headers().clone());
     ctl.active.fetch_add(1, SeqCst);
-    let _ = req.into_body().collect().await;
+    let body = req.into_body().collect().await.ok().map(|b| b.to_bytes());
+    *ctl.last_body.lock().unwrap() = body;
     let place = ctl.gate.acquire().await.expect("the gate is never closed");
     let latency = ctl.latency_ms.load(SeqCst);
     if latency > 0 {

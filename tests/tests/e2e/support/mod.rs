@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod load;
 pub mod origin;
 pub mod proxy;
 pub mod receiver;
@@ -12,6 +13,7 @@ pub mod rest;
 
 pub use backend::TestBackend;
 pub use client::{Http, get, request};
+pub use load::{Load, plugin};
 pub use proxy::Proxy;
 
 use std::future::Future;
@@ -35,6 +37,14 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A config with listeners on free ports, one catch-all route to `app`, and

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::client::get;
+use http::Method;
+
+use super::client::{get, request};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard-under-test");
 
@@ -131,6 +133,52 @@ impl Proxy {
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// `POST /admin/config/reload`: the status and the JSON answer.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let r = request(
+            Method::POST,
+            &self.admin_url("/admin/config/reload"),
+            &[],
+            "",
+        )
+        .await
+        .expect("reload request");
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body)),
+        )
+    }
+
+    /// The version of the config in force.
+    pub async fn version(&self) -> String {
+        self.admin_json("/admin/config").await["version"]
+            .as_str()
+            .expect("a version")
+            .to_string()
+    }
+
+    /// Replaces the config file atomically, as a deploy tool would.
+    pub fn write_config(&self, cfg: &str) {
+        let tmp = self.config_path.with_extension("new");
+        std::fs::write(&tmp, cfg).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    /// Writes a new config and reloads it through the admin API. The file
+    /// watch may get there first, so "unchanged" is fine as long as the
+    /// version moved.
+    pub async fn apply(&self, cfg: &str) {
+        let before = self.version().await;
+        self.write_config(cfg);
+        let (status, body) = self.reload().await;
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(
+            self.version().await,
+            before,
+            "the new config is in force: {body}"
+        );
     }
 
     pub fn logs(&self) -> String {

@@ -1,72 +1,40 @@
 //! The response body read straight from the backend connection: fixed
 //! length, chunked or until close. The connection goes back to the pool
-//! the moment the last byte is read, and the backend's in-flight count
-//! drops then too, so least-connections and the breaker see streaming
-//! responses as the load they are.
+//! the moment the last byte is read, and the caller's completion guard is
+//! dropped then too — the proxy's guard counts the request in flight, so
+//! least-connections and the breaker see streaming responses as the load
+//! they are, without this module knowing about balancers.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::codec::Framing;
 use super::{ConnPool, UpstreamConn};
-use crate::proxy::Upstream;
-use crate::proxy::decode::{BodySource, Decoder, FramedBody};
-
-/// Counts one request in flight on a backend (and its upstream) for as long
-/// as it lives.
-#[derive(Debug)]
-pub struct InFlight {
-    upstream: Arc<Upstream>,
-    backend: usize,
-}
-
-impl InFlight {
-    pub fn start(upstream: &Arc<Upstream>, backend: usize) -> Self {
-        upstream.backends[backend]
-            .state
-            .in_flight
-            .fetch_add(1, Relaxed);
-        upstream.in_flight.fetch_add(1, Relaxed);
-        InFlight {
-            upstream: upstream.clone(),
-            backend,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.upstream.backends[self.backend]
-            .state
-            .in_flight
-            .fetch_sub(1, Relaxed);
-        self.upstream.in_flight.fetch_sub(1, Relaxed);
-    }
-}
+use crate::http1::body::{BodySource, Decoder, FramedBody};
+use crate::http1::response::Framing;
 
 /// A response body read straight off a backend connection.
-pub type UpstreamBody = FramedBody<BackendEnd>;
+pub type UpstreamBody<G> = FramedBody<BackendEnd<G>>;
 
-/// The backend connection a response body reads from, and where it goes
-/// when the body is done.
-pub struct BackendEnd {
+/// The backend connection a response body reads from, where it goes when
+/// the body is done, and what is dropped then.
+pub struct BackendEnd<G> {
     conn: Option<UpstreamConn>,
     keep_alive: bool,
     pool: Arc<ConnPool>,
-    guard: Option<InFlight>,
+    guard: Option<G>,
 }
 
-/// A response body on `conn`, framed as the head said.
-pub fn upstream_body(
+/// A response body on `conn`, framed as the head said; `guard` is dropped
+/// when the body ends, completely or not.
+pub fn upstream_body<G>(
     conn: UpstreamConn,
     framing: Framing,
     keep_alive: bool,
     pool: Arc<ConnPool>,
-    guard: Option<InFlight>,
-) -> UpstreamBody {
+    guard: G,
+) -> UpstreamBody<G> {
     let decoder = match framing {
         Framing::Empty | Framing::Length(0) => Decoder::Done,
         Framing::Length(n) => Decoder::Length(n),
@@ -77,12 +45,12 @@ pub fn upstream_body(
         conn: Some(conn),
         keep_alive: keep_alive && decoder != Decoder::UntilClose,
         pool,
-        guard,
+        guard: Some(guard),
     };
     FramedBody::new(end, decoder)
 }
 
-impl BodySource for BackendEnd {
+impl<G> BodySource for BackendEnd<G> {
     type Io = TcpStream;
 
     fn io(&mut self) -> Option<(&mut TcpStream, &mut BytesMut)> {
@@ -90,14 +58,14 @@ impl BodySource for BackendEnd {
     }
 
     /// The connection goes back to the pool (when the body is complete, the
-    /// backend allows and left nothing unexpected behind) and the request
-    /// stops counting as in flight.
+    /// backend allows and left nothing unexpected behind) and the guard is
+    /// dropped.
     fn finish(&mut self, complete: bool) {
         self.guard.take();
         if let Some(conn) = self.conn.take()
             && complete
             && self.keep_alive
-            && conn.buf.is_empty()
+            && !conn.has_leftovers()
         {
             self.pool.checkin(conn);
         }
@@ -111,14 +79,14 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::proxy::BoxError;
+    use crate::http1::BoxError;
 
     /// A body over a real loopback connection whose far end writes `parts`.
     async fn body_of(
         framing: Framing,
         parts: &[&'static [u8]],
         close: bool,
-    ) -> (UpstreamBody, Arc<ConnPool>) {
+    ) -> (UpstreamBody<()>, Arc<ConnPool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ours = TcpStream::connect(addr).await.unwrap();
@@ -136,17 +104,16 @@ mod tests {
         });
         let conn = UpstreamConn {
             stream: ours,
-            buf: bytes::BytesMut::new(),
+            buf: crate::http1::scratch::read_buffer(),
             out: Vec::new(),
-            spans: Vec::new(),
             reused: false,
             last_sent: std::time::Instant::now(),
         };
         let pool = Arc::new(ConnPool::default());
-        (upstream_body(conn, framing, true, pool.clone(), None), pool)
+        (upstream_body(conn, framing, true, pool.clone(), ()), pool)
     }
 
-    async fn read_all(body: UpstreamBody) -> Result<Vec<u8>, BoxError> {
+    async fn read_all(body: UpstreamBody<()>) -> Result<Vec<u8>, BoxError> {
         Ok(body.collect().await?.to_bytes().to_vec())
     }
 

@@ -1,26 +1,27 @@
-//! The client side of HTTP/1.1: one connection, served in its own task.
+//! The server side of HTTP/1.1: one client connection, served in its own
+//! task.
 //!
 //! A lean server loop instead of a general-purpose HTTP library: read a
-//! request head into the connection's buffer, parse it in place (names and
-//! values share one frozen copy of the head), hand the request to the
-//! [`ProxyService`], and write the response head and the first body bytes
-//! with one vectored write. The header-read timeout is one timer per
-//! connection, moved forward per request (which costs an atomic store, not
-//! a timer-wheel insertion), and the `Date` header is formatted once a
+//! request head into the connection's buffer, parse it in place into the
+//! normalized head (see [`super::request`]), hand the request to the
+//! [`Handler`], and write the response head and the first body bytes with
+//! one vectored write. The header-read timeout is one timer per connection,
+//! moved forward per request (which costs an atomic store, not a
+//! timer-wheel insertion), and the `Date` header is formatted once a
 //! second. A connection that starts with the HTTP/2 preface is handed to
 //! hyper's HTTP/2 server.
 //!
-//! Rules (RFC 9112): a request with both `Transfer-Encoding` and
-//! `Content-Length`, a transfer coding other than final `chunked`, a
-//! `Transfer-Encoding` in HTTP/1.0 or a bad `Content-Length` is refused with
-//! 400 and the connection closed; a head larger than
-//! `limits.max_header_bytes` gets 431; a head not complete within
-//! `timeouts.header_read` (also the keep-alive idle limit) gets 408. A
-//! request body left unread when the response is done (an early error, a
-//! cache hit) ends the connection after a short lingering read, so that the
-//! client still sees the response. `Expect: 100-continue` is answered when
-//! the body is first read. Responses of unknown length are chunked to
-//! HTTP/1.1 clients and close-delimited to HTTP/1.0 ones.
+//! What is refused and how is in [`super::request`] and [`super::rules`]:
+//! the refusal's status (400, 501, 505) is answered and the connection
+//! closed; a head larger than `limits.max_header_bytes` gets 431; a head
+//! not complete within `timeouts.header_read` (also the keep-alive idle
+//! limit) gets 408. A request body left unread when the response is done
+//! (an early error, a cache hit) ends the connection after a short
+//! lingering read, so that the client still sees the response.
+//! `Expect: 100-continue` is answered when the body is first read.
+//! Responses are framed from their body's known length, or chunked to
+//! HTTP/1.1 clients and close-delimited to HTTP/1.0 ones; a response's own
+//! `Content-Length` or `Transfer-Encoding` is never copied.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -32,28 +33,46 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version, request};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
-use super::decode::{BodySource, Decoder, FramedBody, poll_fill};
-use super::upstream::{Span, header_map, lists_token, record_spans};
-use super::{BoxError, ProxyBody, ProxyError, ProxyService, empty_body};
+use super::body::{BodySource, FramedBody, poll_fill};
+use super::encode::itoa;
+use super::request::{KnownHost, Origin, RequestError, RequestHead, parse_request};
+use super::rules::lists_token;
+use super::scratch::{MAX_PENDING, WriteSpace, read_buffer, rest};
+use super::{BoxBody, BoxError, empty_body};
 
-/// Most header lines a request may have.
-const MAX_HEADERS: usize = 100;
+/// What serves the requests of a connection. It is also a hyper service,
+/// for connections that turn out to speak HTTP/2.
+pub trait Handler:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<BoxBody>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The future of one request.
+    type Future: Future<Output = Response<BoxBody>>;
+    /// Serves one request, received at `received`. Its head is normalized.
+    fn handle(&self, request: Request<BoxBody>, received: Instant) -> <Self as Handler>::Future;
+}
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long, and how much, a closing connection keeps reading an unread
 /// request body so that the client sees the response before the close.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
-/// Body pieces gathered for one vectored write, at most (a chunk is three).
-const MAX_PENDING: usize = 32;
 
 /// What a connection needs from the config, read once when it is accepted.
 #[derive(Clone)]
@@ -63,59 +82,88 @@ pub struct Settings {
     pub h2: Arc<hyper::server::conn::http2::Builder<TokioExecutor>>,
 }
 
+const REQUEST_TOO_LARGE: &str = "request headers too large";
+
+/// Tells a listener's connections to finish: set once, seen by all. Idle
+/// connections close at once; busy ones after the response in progress.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<ShutdownState>);
+
+#[derive(Debug, Default)]
+struct ShutdownState {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.set.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.set.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Shutdown::trigger`] has been called.
+    pub async fn wait(&self) {
+        // Made before the check: a trigger in between still wakes it.
+        let notified = self.0.notify.notified();
+        if self.is_set() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// The client connection's reading side and its buffer; lent to a request
 /// body while the body is read.
 struct Reader {
     half: OwnedReadHalf,
+    /// Freed while the connection is idle.
     buf: BytesMut,
-    /// Scratch space for parsing request heads.
-    spans: Vec<Span>,
-}
-
-/// A request head parsed off the buffer.
-struct Head {
-    parts: request::Parts,
-    body: Option<Decoder>,
-    keep_alive: bool,
-    expect_continue: bool,
+    /// The connection's usual `Host`, checked once.
+    host: KnownHost,
 }
 
 /// What waiting for a request head ended with.
 enum Event {
-    Request(Box<Head>),
+    Request(Box<RequestHead>),
     Http2,
     /// The client closed the connection (or it failed) between requests.
     Closed,
     TimedOut,
     Stopped,
-    TooLarge,
-    Invalid(&'static str),
+    Refused(RequestError),
 }
 
 /// Serves one client connection until it closes, times out, or `stop` is
-/// set (then after the response in progress).
-pub async fn serve(
+/// set (then after the response in progress). `origin` says what the
+/// connection's requests are for when they do not say.
+///
+/// Between requests a connection holds no buffer (see `super::scratch`),
+/// and the work of a request lives in one allocation made for it: an idle
+/// connection costs its task, its socket and its timer.
+pub async fn serve<H: Handler>(
     stream: TcpStream,
-    service: ProxyService,
+    service: H,
     settings: Settings,
-    stop: watch::Receiver<bool>,
+    origin: Origin,
+    shutdown: Shutdown,
 ) {
     let (half, mut writer) = stream.into_split();
-    let mut reader = Some(Reader {
+    let mut r = Reader {
         half,
-        buf: BytesMut::with_capacity(8 * 1024),
-        spans: Vec::with_capacity(32),
-    });
-    let mut out = Vec::with_capacity(1024);
-    let mut pending = Vec::with_capacity(MAX_PENDING + 3);
+        buf: BytesMut::new(),
+        host: KnownHost::default(),
+    };
     let timer = tokio::time::sleep(settings.header_read);
     tokio::pin!(timer);
-    let mut stop_wait = stop.clone();
-    let stopped = stop_wait.changed();
+    let stopped = shutdown.0.notify.notified();
     tokio::pin!(stopped);
     let mut first = true;
-    while let Some(mut r) = reader.take() {
-        if *stop.borrow() {
+    loop {
+        if shutdown.is_set() {
             return;
         }
         timer
@@ -129,88 +177,105 @@ pub async fn serve(
                 stopped.as_mut(),
                 first,
                 settings.max_header_bytes,
+                &origin,
             )
         })
         .await;
         first = false;
         let head = match event {
             Event::Request(head) => head,
-            Event::Http2 => return serve_h2(r, writer, service, &settings, stop).await,
+            Event::Http2 => {
+                let h2 = serve_h2(r, writer, service, &settings, shutdown.clone());
+                return Box::pin(h2).await;
+            }
             Event::Closed | Event::Stopped => return,
             Event::TimedOut => {
                 if !r.buf.is_empty() {
-                    let _ = write_error(&mut writer, StatusCode::REQUEST_TIMEOUT, "").await;
+                    let status = StatusCode::REQUEST_TIMEOUT;
+                    let _ = Box::pin(write_error(&mut writer, status, "")).await;
                 }
                 return;
             }
-            Event::TooLarge => {
-                let e = ProxyError::HeadersTooLarge {
-                    limit: settings.max_header_bytes,
+            Event::Refused(e) => {
+                let (status, why) = match e {
+                    RequestError::TooLarge => (
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        REQUEST_TOO_LARGE,
+                    ),
+                    RequestError::Refused(refusal) => (refusal.status, refusal.reason),
                 };
-                let _ = write_local(&mut writer, &mut out, e.into_response()).await;
-                return linger(r, writer).await;
-            }
-            Event::Invalid(why) => {
-                tracing::debug!("malformed request: {why}");
-                let _ = write_error(&mut writer, StatusCode::BAD_REQUEST, why).await;
-                return linger(r, writer).await;
-            }
-        };
-        let received = Instant::now();
-        let Head {
-            parts,
-            body,
-            keep_alive,
-            expect_continue,
-        } = *head;
-        let facts = Facts {
-            head: parts.method == Method::HEAD,
-            http10: parts.version == Version::HTTP_10,
-            keep_alive,
-            received,
-        };
-        let (body, lent) = match body {
-            None => {
-                reader = Some(r);
-                (empty_body(), None)
-            }
-            Some(decoder) => {
-                let (tx, rx) = oneshot::channel();
-                let end = ClientEnd {
-                    reader: Some(r),
-                    back: Some(tx),
-                    expect_continue,
+                tracing::debug!("request refused: {status} {why}");
+                let refuse = async {
+                    let _ = write_error(&mut writer, status, why).await;
+                    linger(r, &mut writer).await;
                 };
-                (FramedBody::new(end, decoder).boxed_unsync(), Some(rx))
+                return Box::pin(refuse).await;
             }
         };
-        let response = match service
-            .dispatch(Request::from_parts(parts, body), received)
-            .await
-        {
-            Ok(response) => response,
-            Err(never) => match never {},
+        r = match Box::pin(exchange(&service, &mut writer, r, head)).await {
+            Some(next) => next,
+            None => return,
         };
-        let keep = match write_response(&mut writer, &mut out, &mut pending, response, &facts).await
-        {
-            Ok(keep) => keep,
-            Err(e) => {
-                tracing::debug!("response to the client failed: {e}");
-                return;
-            }
-        };
-        if let Some(mut rx) = lent {
-            match rx.try_recv() {
-                Ok((r, true)) => reader = Some(r),
-                Ok((r, false)) => return linger(r, writer).await,
-                // The body still lives somewhere: the stream position is unknown.
-                Err(_) => return,
-            }
+    }
+}
+
+/// One request: handed to the service, its response written. Returns the
+/// reader when the connection may carry another request.
+async fn exchange<H: Handler>(
+    service: &H,
+    writer: &mut OwnedWriteHalf,
+    r: Reader,
+    head: Box<RequestHead>,
+) -> Option<Reader> {
+    let received = Instant::now();
+    let RequestHead {
+        parts,
+        body,
+        keep_alive,
+        expect_continue,
+    } = *head;
+    let facts = Facts {
+        head: parts.method == Method::HEAD,
+        http10: parts.version == Version::HTTP_10,
+        keep_alive,
+        received,
+    };
+    let (body, mut reader, lent) = match body {
+        None => (empty_body(), Some(r), None),
+        Some(decoder) => {
+            let (tx, rx) = oneshot::channel();
+            let end = ClientEnd {
+                reader: Some(r),
+                back: Some(tx),
+                expect_continue,
+            };
+            (FramedBody::new(end, decoder).boxed_unsync(), None, Some(rx))
         }
-        if !keep {
-            return;
+    };
+    let response = service
+        .handle(Request::from_parts(parts, body), received)
+        .await;
+    let written = write_response(writer, &mut WriteSpace::new(), response, &facts).await;
+    let keep = match written {
+        Ok(keep) => keep,
+        Err(e) => {
+            tracing::debug!("response to the client failed: {e}");
+            return None;
+        }
+    };
+    if let Some(mut rx) = lent {
+        match rx.try_recv() {
+            Ok((r, true)) => reader = Some(r),
+            Ok((r, false)) => {
+                // Rare: boxed, so its timer does not sit in every request.
+                Box::pin(linger(r, writer)).await;
+                return None;
+            }
+            // The body still lives somewhere: the stream position is unknown.
+            Err(_) => return None,
         }
     }
+    reader.filter(|_| keep)
 }
 
 /// Reads until a request head is complete, or something else happens.
@@ -221,6 +286,7 @@ fn poll_head(
     stopped: Pin<&mut impl Future>,
     first: bool,
     max_head: usize,
+    origin: &Origin,
 ) -> Poll<Event> {
     loop {
         if first && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())]) {
@@ -228,15 +294,29 @@ fn poll_head(
                 return Poll::Ready(Event::Http2);
             }
         } else if !r.buf.is_empty() {
-            match parse_request(&mut r.buf, &mut r.spans) {
+            match parse_request(&mut r.buf, origin, &mut r.host) {
                 Ok(Some(head)) => return Poll::Ready(Event::Request(Box::new(head))),
-                Ok(None) if r.buf.len() > max_head => return Poll::Ready(Event::TooLarge),
+                Ok(None) if r.buf.len() > max_head => {
+                    return Poll::Ready(Event::Refused(RequestError::TooLarge));
+                }
                 Ok(None) => {}
-                Err(RequestError::TooLarge) => return Poll::Ready(Event::TooLarge),
-                Err(RequestError::Invalid(why)) => return Poll::Ready(Event::Invalid(why)),
+                Err(e) => return Poll::Ready(Event::Refused(e)),
             }
         }
-        match poll_fill(&mut r.half, &mut r.buf, cx) {
+        // Idle: wait for the socket to have bytes before holding a buffer.
+        let filled = if r.buf.capacity() == 0 {
+            match r.half.as_ref().poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    r.buf = read_buffer();
+                    poll_fill(&mut r.half, &mut r.buf, cx)
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        } else {
+            poll_fill(&mut r.half, &mut r.buf, cx)
+        };
+        match filled {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Closed),
             Poll::Ready(Ok(_)) => continue,
             Poll::Pending => {
@@ -246,106 +326,13 @@ fn poll_head(
                 if r.buf.is_empty() && stopped.poll(cx).is_ready() {
                     return Poll::Ready(Event::Stopped);
                 }
+                // Nothing more to read now: the buffer is freed, unless
+                // part of a head waits in it.
+                rest(&mut r.buf);
                 return Poll::Pending;
             }
         }
     }
-}
-
-enum RequestError {
-    TooLarge,
-    Invalid(&'static str),
-}
-
-/// Parses a complete request head off the front of `buf`; `Ok(None)`: more
-/// bytes are needed.
-fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, RequestError> {
-    let mut headers =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooLarge),
-        Err(_) => return Err(RequestError::Invalid("malformed request head")),
-    };
-    let base = buf.as_ptr() as usize;
-    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
-        .map_err(|_| RequestError::Invalid("bad method"))?;
-    let path = req.path.unwrap_or_default();
-    let path_at = path.as_ptr() as usize - base;
-    let path_range = path_at..path_at + path.len();
-    let version = if req.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    record_spans(req.headers, base, spans);
-    let (mut close, mut keep, mut chunked, mut other_te, mut length, mut expect) =
-        (false, false, false, false, None, false);
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
-            close |= lists_token(h.value, "close");
-            keep |= lists_token(h.value, "keep-alive");
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .map(str::trim);
-            chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-            other_te |= !chunked;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            for part in h.value.split(|b| *b == b',') {
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                    .ok_or(RequestError::Invalid("bad content-length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(RequestError::Invalid("conflicting content-length values"));
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect = lists_token(h.value, "100-continue");
-        }
-    }
-    let body = match (chunked || other_te, length) {
-        (true, _) if version == Version::HTTP_10 => {
-            return Err(RequestError::Invalid("transfer-encoding in HTTP/1.0"));
-        }
-        (true, Some(_)) => {
-            return Err(RequestError::Invalid(
-                "both transfer-encoding and content-length",
-            ));
-        }
-        (true, None) if other_te => {
-            return Err(RequestError::Invalid("unsupported transfer-encoding"));
-        }
-        (true, None) => Some(Decoder::ChunkSize),
-        (false, Some(0) | None) => None,
-        (false, Some(n)) => Some(Decoder::Length(n)),
-    };
-    let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(path_range))
-        .map_err(|_| RequestError::Invalid("bad request target"))?;
-    // No spare room: the forwarded headers are appended by the encoder.
-    let headers = header_map(&head, spans, 0).map_err(|_| RequestError::Invalid("bad header"))?;
-    let mut parts = Request::new(()).into_parts().0;
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some(Head {
-        parts,
-        body,
-        keep_alive: if version == Version::HTTP_10 {
-            keep && !close
-        } else {
-            !close
-        },
-        expect_continue: expect && version == Version::HTTP_11,
-    }))
 }
 
 /// The client connection a request body reads from. The reader goes back
@@ -411,14 +398,37 @@ struct Facts {
 }
 
 /// Writes a response; `Ok(true)`: the connection can carry another request.
-async fn write_response(
-    writer: &mut OwnedWriteHalf,
-    out: &mut Vec<u8>,
-    pending: &mut Vec<Bytes>,
-    response: Response<ProxyBody>,
+/// The head is encoded now; the future only streams the body, so it does
+/// not carry the head's parts across its waits.
+fn write_response<'a>(
+    writer: &'a mut OwnedWriteHalf,
+    scratch: &'a mut WriteSpace,
+    response: Response<BoxBody>,
     req: &Facts,
-) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
+) -> impl Future<Output = io::Result<bool>> + 'a {
+    let (parts, body) = response.into_parts();
+    let plan = encode_response_head(&mut scratch.out, parts, &body, req);
+    write_body(writer, scratch, body, plan)
+}
+
+/// How a response's body goes out, decided with its head.
+#[derive(Clone, Copy)]
+struct Plan {
+    keep: bool,
+    bodyless: bool,
+    chunked: bool,
+    length: Option<u64>,
+}
+
+/// Encodes a response head into `out`: framing from the body's known
+/// length (or chunked, or close-delimited for HTTP/1.0), never from the
+/// response's own framing headers.
+fn encode_response_head(
+    out: &mut Vec<u8>,
+    parts: http::response::Parts,
+    body: &BoxBody,
+    req: &Facts,
+) -> Plan {
     let status = parts.status;
     let bodyless = req.head
         || status.is_informational()
@@ -443,6 +453,8 @@ async fn write_response(
             keep &= !lists_token(value.as_bytes(), "close");
             continue;
         }
+        // A bodiless answer (HEAD, 304) may say how long the body would
+        // be; otherwise the length is written from the body below.
         if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !bodyless) {
             continue;
         }
@@ -471,6 +483,28 @@ async fn write_response(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    Plan {
+        keep,
+        bodyless,
+        chunked,
+        length,
+    }
+}
+
+/// Writes the encoded head and streams the body as `plan` says.
+async fn write_body(
+    writer: &mut OwnedWriteHalf,
+    scratch: &mut WriteSpace,
+    mut body: BoxBody,
+    plan: Plan,
+) -> io::Result<bool> {
+    let WriteSpace { out, pending } = scratch;
+    let Plan {
+        keep,
+        bodyless,
+        chunked,
+        length,
+    } = plan;
     if bodyless || length == Some(0) {
         writer.write_all(out).await?;
         return Ok(keep);
@@ -520,29 +554,39 @@ async fn write_response(
 }
 
 /// Writes the head (once) and the pending pieces in one vectored write.
+/// The slices are made on the stack of each poll, from how much has been
+/// written, rather than kept in the future: an idle connection's task does
+/// not carry room for them.
 async fn flush(
     writer: &mut OwnedWriteHalf,
     head: &[u8],
     head_written: &mut bool,
     pending: &mut Vec<Bytes>,
 ) -> io::Result<()> {
-    let mut slices = [IoSlice::new(&[]); MAX_PENDING + 4];
-    let mut n = 0;
-    if !*head_written {
-        slices[0] = IoSlice::new(head);
-        n = 1;
-    }
-    for piece in pending.iter() {
-        slices[n] = IoSlice::new(piece);
-        n += 1;
-    }
-    let mut rest = &mut slices[..n];
-    while !rest.is_empty() {
-        let n = writer.write_vectored(rest).await?;
+    let head = if *head_written { &[][..] } else { head };
+    let total = head.len() + pending.iter().map(Bytes::len).sum::<usize>();
+    let mut done = 0;
+    while done < total {
+        let n = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_PENDING + 4];
+            let mut count = 0;
+            let mut skip = done;
+            for piece in std::iter::once(head).chain(pending.iter().map(|p| &p[..])) {
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&piece[skip..]);
+                skip = 0;
+                count += 1;
+            }
+            Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        IoSlice::advance_slices(&mut rest, n);
+        done += n;
     }
     *head_written = true;
     pending.clear();
@@ -552,8 +596,7 @@ async fn flush(
 /// A response the proxy makes itself before any request reached the stack.
 async fn write_local(
     writer: &mut OwnedWriteHalf,
-    out: &mut Vec<u8>,
-    mut response: Response<ProxyBody>,
+    mut response: Response<BoxBody>,
 ) -> io::Result<bool> {
     response
         .headers_mut()
@@ -564,7 +607,7 @@ async fn write_local(
         keep_alive: false,
         received: Instant::now(),
     };
-    write_response(writer, out, &mut Vec::new(), response, &facts).await
+    write_response(writer, &mut WriteSpace::new(), response, &facts).await
 }
 
 async fn write_error(
@@ -572,26 +615,17 @@ async fn write_error(
     status: StatusCode,
     why: &str,
 ) -> io::Result<bool> {
-    let text = format!(
-        "{} {}{}{why}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        if why.is_empty() { "" } else { ": " }
-    );
-    let mut response = Response::new(super::text_body(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    write_local(writer, &mut Vec::new(), response).await
+    write_local(writer, super::error_response(status, why)).await
 }
 
 /// Closes a connection whose client may still be sending: stop writing,
 /// then read and discard for a moment, so that the close does not reset
 /// the connection before the client has read the response.
-async fn linger(mut r: Reader, mut writer: OwnedWriteHalf) {
+async fn linger(mut r: Reader, writer: &mut OwnedWriteHalf) {
     let _ = writer.shutdown().await;
+    if r.buf.capacity() == 0 {
+        r.buf = read_buffer();
+    }
     let drain = async {
         let mut seen = 0usize;
         loop {
@@ -609,12 +643,12 @@ async fn linger(mut r: Reader, mut writer: OwnedWriteHalf) {
 }
 
 /// Hands a connection that opened with the HTTP/2 preface to hyper.
-async fn serve_h2(
+async fn serve_h2<H: Handler>(
     r: Reader,
     writer: OwnedWriteHalf,
-    service: ProxyService,
+    service: H,
     settings: &Settings,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let stream = match r.half.reunite(writer) {
         Ok(s) => s,
@@ -631,7 +665,7 @@ async fn serve_h2(
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+        _ = shutdown.wait() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -693,19 +727,6 @@ impl AsyncWrite for Rewind {
     }
 }
 
-/// Decimal digits of `n`, written into `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
 /// Appends the HTTP date of `now`, formatted at most once a second.
 fn append_date(out: &mut Vec<u8>, now: Instant) {
     thread_local! {
@@ -730,83 +751,11 @@ fn append_date(out: &mut Vec<u8>, now: Instant) {
 mod tests {
     use super::*;
 
-    fn parse(raw: &str) -> Result<Option<Head>, RequestError> {
-        parse_request(&mut BytesMut::from(raw), &mut Vec::new())
-    }
-
-    fn refusal(raw: &str) -> &'static str {
-        match parse(raw) {
-            Err(RequestError::Invalid(why)) => why,
-            Err(RequestError::TooLarge) => "too large",
-            Ok(_) => "accepted",
-        }
-    }
-
     #[test]
-    fn heads_frame_bodies_as_rfc_9112_says() {
-        let h = parse("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-            .ok()
-            .flatten()
-            .expect("complete");
-        assert_eq!(h.parts.uri, "/a?b=1");
-        assert_eq!(h.body, Some(Decoder::Length(5)));
-        assert!(h.keep_alive);
-        let h = parse(
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n",
-        )
-        .ok()
-        .flatten()
-        .expect("complete");
-        assert_eq!(h.body, Some(Decoder::ChunkSize));
-        assert!(h.expect_continue);
-        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .ok()
-            .flatten()
-            .expect("complete");
-        assert!(h.keep_alive && h.body.is_none());
-        let h = parse("GET / HTTP/1.0\r\n\r\n")
-            .ok()
-            .flatten()
-            .expect("complete");
-        assert!(!h.keep_alive);
-        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
-    }
-
-    #[test]
-    fn ambiguous_framing_is_refused() {
-        assert_eq!(
-            refusal("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
-            "both transfer-encoding and content-length"
-        );
-        assert_eq!(
-            refusal("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
-            "conflicting content-length values"
-        );
-        assert_eq!(
-            refusal("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
-            "bad content-length"
-        );
-        assert_eq!(
-            refusal("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            "unsupported transfer-encoding"
-        );
-        assert_eq!(
-            refusal("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            "transfer-encoding in HTTP/1.0"
-        );
-        assert_eq!(
-            refusal("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"),
-            "malformed request head"
-        );
-    }
-
-    #[test]
-    fn dates_and_digits() {
+    fn dates_are_imf_fixdates() {
         let mut out = Vec::new();
         append_date(&mut out, Instant::now());
         assert_eq!(out.len(), 29, "{}", String::from_utf8_lossy(&out));
         assert!(out.ends_with(b" GMT"));
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(1234567890, &mut [0; 20]), b"1234567890");
     }
 }

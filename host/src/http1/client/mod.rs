@@ -1,5 +1,6 @@
-//! The connection to backends: a lean HTTP/1.1 client that runs inside the
-//! request's own task.
+//! The client side towards backends: a lean HTTP/1.1 client that runs
+//! inside the request's own task. Proxied traffic, active health checks
+//! and the load generator all go through it.
 //!
 //! A request future takes a pooled connection (or opens one), writes the
 //! request head encoded straight from the borrowed request parts, reads the
@@ -9,51 +10,84 @@
 //! parts. Pools are per backend address and outlive config reloads.
 
 mod body;
-mod codec;
 mod pool;
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use http::header::HeaderName;
 use http::request;
 use http::uri::Authority;
-use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use body::{InFlight, UpstreamBody, upstream_body};
-pub use codec::{Framing, LeanHead, ResponseHead, Span, header_map, lists_token, record_spans};
-pub use pool::{ConnPool, Pools};
+pub use body::{BackendEnd, UpstreamBody, upstream_body};
+pub use pool::ConnPool;
 
-use super::{BoxError, ProxyBody};
-use codec::{RequestFraming, encode_request_head, parse_response_head};
+use super::encode::{BodyFraming, encode_request_head, framing_for};
+use super::response::{self, LeanHead, ResponseHead, parse_response_head};
+use super::scratch::{head_space, read_buffer, rest};
+use super::{BoxBody, BoxError};
 
-/// A request head on its way to a backend: the client's parts and the
-/// header lines the proxy adds (`X-Forwarded-*`, `Via`, a missing `Host`),
-/// already encoded. When there are added lines, the client's own
-/// `X-Forwarded-For`, `-Host` and `-Proto` are left out: the added lines
-/// replace them.
+/// A request head on its way to a backend: the normalized parts, the
+/// header lines the caller adds (already encoded), and which of the parts'
+/// own headers those lines replace.
 #[derive(Debug)]
 pub struct Outbound {
     pub parts: request::Parts,
     pub added: Vec<u8>,
+    /// Headers of `parts` left out because `added` replaces them.
+    pub replaced: fn(&HeaderName) -> bool,
+}
+
+impl Outbound {
+    /// A request sent as it is, with nothing added.
+    pub fn plain(parts: request::Parts) -> Self {
+        Outbound {
+            parts,
+            added: Vec::new(),
+            replaced: |_| false,
+        }
+    }
 }
 
 /// An open connection to a backend.
 pub struct UpstreamConn {
     stream: TcpStream,
-    /// Bytes read but not consumed yet.
+    /// Bytes read but not consumed yet; freed while the connection sits in
+    /// the pool.
     buf: bytes::BytesMut,
-    /// Encoding space for request heads, kept across requests.
+    /// Encoding space for request heads; freed likewise.
     out: Vec<u8>,
-    /// Scratch space for parsing response heads, kept across requests.
-    spans: Vec<Span>,
     /// Whether this connection served a request before.
     reused: bool,
     /// When its latest request was sent (or it was opened).
     last_sent: Instant,
+}
+
+impl UpstreamConn {
+    /// About to carry a request: buffers again.
+    fn busy(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = read_buffer();
+        }
+        if self.out.capacity() == 0 {
+            self.out = head_space();
+        }
+    }
+
+    /// Going to sit in the pool: its buffers are freed.
+    fn rest(&mut self) {
+        rest(&mut self.buf);
+        self.out = Vec::new();
+    }
+
+    /// Whether bytes are buffered that no response claimed.
+    fn has_leftovers(&self) -> bool {
+        !self.buf.is_empty()
+    }
 }
 
 /// Why an exchange with a backend failed.
@@ -69,7 +103,7 @@ pub enum UpstreamError {
         source: io::Error,
     },
     #[error("invalid response: {0}")]
-    Parse(#[from] codec::ParseError),
+    Parse(#[from] response::ParseError),
     #[error("reading the client's request body failed: {0}")]
     RequestBody(BoxError),
 }
@@ -101,9 +135,8 @@ pub async fn connect(
     let _ = stream.set_nodelay(true);
     Ok(UpstreamConn {
         stream,
-        buf: bytes::BytesMut::with_capacity(8 * 1024),
-        out: Vec::with_capacity(1024),
-        spans: Vec::with_capacity(32),
+        buf: bytes::BytesMut::new(),
+        out: Vec::new(),
         reused: false,
         last_sent: Instant::now(),
     })
@@ -113,18 +146,14 @@ pub async fn connect(
 pub async fn exchange(
     conn: &mut UpstreamConn,
     out: &Outbound,
-    body: Option<ProxyBody>,
+    body: Option<BoxBody>,
 ) -> Result<ResponseHead, UpstreamError> {
     let stale_on = |conn: &UpstreamConn, received: bool| conn.reused && !received;
     let head = &out.parts;
-    let framing = match &body {
-        Some(_) if !head.headers.contains_key(http::header::CONTENT_LENGTH) => {
-            RequestFraming::Chunked
-        }
-        _ => RequestFraming::AsDeclared,
-    };
+    let framing = framing_for(&head.method, body.as_ref());
+    conn.busy();
     conn.out.clear();
-    encode_request_head(head, &out.added, framing, &mut conn.out);
+    encode_request_head(head, &out.added, out.replaced, framing, &mut conn.out);
     if let Err(source) = conn.stream.write_all(&conn.out).await {
         return Err(UpstreamError::Io {
             stale: stale_on(conn, false),
@@ -134,19 +163,13 @@ pub async fn exchange(
     if let Some(body) = body {
         send_body(conn, body, framing).await?;
     }
-    let mut spans = std::mem::take(&mut conn.spans);
-    let result = read_head(conn, |buf| {
-        parse_response_head(buf, &mut spans, &head.method)
-    })
-    .await;
-    conn.spans = spans;
-    result
+    read_head(conn, |buf| parse_response_head(buf, &head.method)).await
 }
 
 /// Reads until `parse` finds a complete response head.
 async fn read_head<T>(
     conn: &mut UpstreamConn,
-    mut parse: impl FnMut(&mut bytes::BytesMut) -> Result<Option<T>, codec::ParseError>,
+    mut parse: impl FnMut(&mut bytes::BytesMut) -> Result<Option<T>, response::ParseError>,
 ) -> Result<T, UpstreamError> {
     let stale_on = |conn: &UpstreamConn, received: bool| conn.reused && !received;
     loop {
@@ -154,9 +177,8 @@ async fn read_head<T>(
             return Ok(response);
         }
         let received = !conn.buf.is_empty();
-        let filled = std::future::poll_fn(|cx| {
-            crate::proxy::decode::poll_fill(&mut conn.stream, &mut conn.buf, cx)
-        });
+        let filled =
+            std::future::poll_fn(|cx| super::body::poll_fill(&mut conn.stream, &mut conn.buf, cx));
         let source = match filled.await {
             Ok(0) => io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -186,13 +208,17 @@ pub async fn send_encoded(
 ) -> Result<(UpstreamConn, LeanHead), UpstreamError> {
     let now = Instant::now();
     let exchange = async |conn: &mut UpstreamConn| {
+        conn.busy();
         if let Err(source) = conn.stream.write_all(request).await {
             return Err(UpstreamError::Io {
                 stale: conn.reused,
                 source,
             });
         }
-        read_head(conn, |buf| codec::parse_response_lean(buf, method, capture)).await
+        read_head(conn, |buf| {
+            response::parse_response_lean(buf, method, capture)
+        })
+        .await
     };
     if let Some(mut conn) = pool.checkout(now) {
         match exchange(&mut conn).await {
@@ -206,14 +232,21 @@ pub async fn send_encoded(
     Ok((conn, head))
 }
 
+/// Writes a request body as `framing` says. A body that turns out longer
+/// or shorter than its declared length is an error, not a desync.
 async fn send_body(
     conn: &mut UpstreamConn,
-    mut body: ProxyBody,
-    framing: RequestFraming,
+    mut body: BoxBody,
+    framing: BodyFraming,
 ) -> Result<(), UpstreamError> {
     let io_err = |source| UpstreamError::Io {
         stale: false,
         source,
+    };
+    let mut sent = 0u64;
+    let declared = match framing {
+        BodyFraming::Length(n) => Some(n),
+        _ => None,
     };
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(UpstreamError::RequestBody)?;
@@ -224,7 +257,13 @@ async fn send_body(
             continue;
         }
         let data: Bytes = data.copy_to_bytes(data.remaining());
-        if framing == RequestFraming::Chunked {
+        sent += data.len() as u64;
+        if declared.is_some_and(|n| sent > n) {
+            return Err(UpstreamError::RequestBody(
+                "the request body is longer than its length".into(),
+            ));
+        }
+        if framing == BodyFraming::Chunked {
             let size = format!("{:x}\r\n", data.len());
             conn.stream
                 .write_all(size.as_bytes())
@@ -236,7 +275,12 @@ async fn send_body(
             conn.stream.write_all(&data).await.map_err(io_err)?;
         }
     }
-    if framing == RequestFraming::Chunked {
+    if declared.is_some_and(|n| sent != n) {
+        return Err(UpstreamError::RequestBody(
+            "the request body is shorter than its length".into(),
+        ));
+    }
+    if framing == BodyFraming::Chunked {
         conn.stream.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
     }
     Ok(())
@@ -251,10 +295,11 @@ pub async fn send(
     authority: &Authority,
     connect_timeout: Duration,
     head: &Outbound,
-    body: Option<ProxyBody>,
+    body: Option<BoxBody>,
     now: Instant,
 ) -> Result<(UpstreamConn, ResponseHead), UpstreamError> {
-    let replayable = body.is_none() || body.as_ref().is_some_and(Body::is_end_stream);
+    use http_body::Body as _;
+    let replayable = body.is_none() || body.as_ref().is_some_and(|b| b.is_end_stream());
     let mut body = body.filter(|b| !b.is_end_stream());
     if let Some(mut conn) = pool.checkout(now) {
         match exchange(&mut conn, head, body.take()).await {
