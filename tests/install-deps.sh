@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a Rust toolchain: the Debian
-# packages its end-to-end tests start for real (redis-server). Does nothing
-# when they are present; needs root (or sudo) and apt-get otherwise.
+# packages its end-to-end tests start for real (redis-server, pebble as the
+# ACME CA, curl as the HTTPS client). Does nothing when they are present;
+# needs root (or sudo) and apt-get otherwise.
 set -euo pipefail
 
-packages=(ca-certificates redis-server)
+packages=(ca-certificates curl pebble redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -200,10 +200,12 @@ fn try_binding(
 ) -> Result<(), ConfigErrors> {
     let c = &loaded.config;
     let mut errors = Vec::new();
-    for (key, section, addr) in [
+    let tls = c.tls.as_ref().map(|t| ("tls.address", "tls", t.address.0));
+    let listeners = [
         ("listen.address", "listen", c.listen.address.0),
         ("admin.address", "admin", c.admin.address.0),
-    ] {
+    ];
+    for (key, section, addr) in listeners.into_iter().chain(tls) {
         let Err(e) = std::net::TcpListener::bind(addr) else {
             continue;
         };

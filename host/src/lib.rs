@@ -22,4 +22,5 @@ pub mod plugins;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;

@@ -77,7 +77,8 @@ http {
   upstream backend { server 127.0.0.1:$2; keepalive 64; }
   ${3:-}
   server {
-    listen 127.0.0.1:$1;
+    listen 127.0.0.1:$1 ${NGINX_LISTEN:-};
+    ${NGINX_SERVER:-}
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -93,10 +94,12 @@ CONF
   PIDS+=($!)
 }
 
-# Prints "REQ_PER_S P99" for one wrk run against PORT.
+# Prints "REQ_PER_S P99" for one wrk run against PORT; SCHEME (default
+# http) and WRK_HEADER (one request header, such as "Connection: close")
+# apply.
 measure() {
   local out
-  out=$($PIN_LOAD wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/" 2>&1)
+  out=$($PIN_LOAD wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency ${WRK_HEADER:+-H "$WRK_HEADER"} "${SCHEME:-http}://127.0.0.1:$1/" 2>&1)
   echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out")"
 }
 

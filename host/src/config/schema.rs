@@ -42,6 +42,13 @@ pub struct Config {
     pub admission: AdmissionSection,
     #[serde(default)]
     pub cache: CacheSection,
+    /// An HTTPS listener beside the plain one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+    /// Certificates obtained and renewed over ACME (RFC 8555), served by
+    /// the HTTPS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeSection>,
     #[serde(default)]
     pub alerts: AlertsSection,
     #[serde(default)]
@@ -178,6 +185,153 @@ pub struct RouteSection {
     /// default: `cache.key_headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key_headers: Option<Vec<String>>,
+    /// On the plain listener, answer with a permanent redirect (308) to the
+    /// same URL over HTTPS instead of proxying. Needs `[tls]`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirect_https: bool,
+}
+
+/// `[tls]`: the HTTPS listener.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub address: ListenAddr,
+    /// Certificate chains and their keys (PEM files; relative paths start at
+    /// the config file's directory). A client's SNI picks the certificate
+    /// whose names match it (exact names first, then wildcards); the first
+    /// one serves clients that send no SNI or an unknown name.
+    #[serde(default)]
+    pub certificates: Vec<CertificateSection>,
+    /// The lowest protocol version accepted: `"1.2"` or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Session resumption (tickets, and a session cache for TLS 1.2).
+    #[serde(default = "yes")]
+    pub session_tickets: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `[acme]`: certificates from an ACME CA (RFC 8555) with the HTTP-01
+/// challenge, which the plain listener answers.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    /// The CA's directory URL, e.g.
+    /// `https://acme-v02.api.letsencrypt.org/directory`.
+    pub directory: String,
+    /// Contact URLs for the account, e.g. `mailto:ops@example.com`.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// The names the certificate is for.
+    pub names: Vec<String>,
+    /// Where the account and the certificates are kept (relative paths start
+    /// at the config file's directory).
+    #[serde(default = "default_acme_storage")]
+    pub storage: PathBuf,
+    /// A certificate is renewed when it has less than this left.
+    #[serde(default = "default_renew_before")]
+    pub renew_before: Dur,
+    /// How often the certificate's validity is looked at.
+    #[serde(default = "default_acme_check")]
+    pub check_interval: Dur,
+    /// PEM roots trusted for the directory's HTTPS, for a private or test
+    /// CA; default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+fn default_acme_storage() -> PathBuf {
+    PathBuf::from("acme")
+}
+
+fn default_renew_before() -> Dur {
+    Dur::secs(30 * 24 * 3600)
+}
+
+fn default_acme_check() -> Dur {
+    Dur::secs(12 * 3600)
+}
+
+/// TLS towards an upstream's backends: `tls = true` (system roots, the
+/// backend's host as SNI) or a table.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and checked against the backend's certificate;
+    /// default: the host of the backend's address.
+    pub sni: Option<String>,
+    /// PEM roots that backend certificates must chain to; default: the
+    /// system's roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain and key, for backends that require one
+    /// (mTLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Accept any backend certificate. Logged as a warning at every start
+    /// and reload.
+    pub insecure_skip_verify: bool,
+}
+
+/// The table form of [`UpstreamTls`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamTlsTable {
+    #[serde(default)]
+    sni: Option<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+/// `tls = true`, `tls = false` or `tls = { … }`.
+fn upstream_tls<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<UpstreamTls>, D::Error> {
+    struct Either;
+    impl<'de> serde::de::Visitor<'de> for Either {
+        type Value = Option<UpstreamTls>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("true, false or a table such as { ca = \"ca.pem\" }")
+        }
+        fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Self::Value, E> {
+            Ok(on.then(UpstreamTls::default))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let t =
+                UpstreamTlsTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            Ok(Some(UpstreamTls {
+                sni: t.sni,
+                ca: t.ca,
+                cert: t.cert,
+                key: t.key,
+                insecure_skip_verify: t.insecure_skip_verify,
+            }))
+        }
+    }
+    de.deserialize_any(Either)
 }
 
 fn default_route_host() -> String {
@@ -238,6 +392,14 @@ pub struct UpstreamSection {
     pub retry: Option<RetrySection>,
     #[serde(default)]
     pub breaker: Option<BreakerSection>,
+    /// TLS to the backends: `true`, or a table (`sni`, `ca`, `cert`, `key`,
+    /// `insecure_skip_verify`).
+    #[serde(
+        default,
+        deserialize_with = "upstream_tls",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls: Option<UpstreamTls>,
 }
 
 static DEFAULT_OUTLIER: std::sync::LazyLock<OutlierSection> =

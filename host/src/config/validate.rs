@@ -98,6 +98,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     );
 
     validate_routes(config, &mut p);
+    validate_tls(config, &mut p);
     validate_cache(config, &mut p);
     validate_plugins(config, &mut p);
     if let Some(bench) = &config.bench {
@@ -220,6 +221,84 @@ fn validate_routes(config: &Config, p: &mut Problems) {
 }
 
 /// Request header names that make up cache keys must be header names.
+/// `[tls]`, `[acme]` and `redirect_https`: what goes together. The
+/// certificate files themselves are read by `crate::tls::Materials`.
+fn validate_tls(config: &Config, p: &mut Problems) {
+    if let Some(tls) = &config.tls {
+        let port = tls.address.0.port();
+        if port != 0
+            && (tls.address == config.listen.address || tls.address == config.admin.address)
+        {
+            p.add(
+                "tls.address",
+                "must differ from listen.address and admin.address",
+            );
+        }
+        if tls.certificates.is_empty() && config.acme.is_none() {
+            p.add(
+                "tls.certificates",
+                "an HTTPS listener needs a certificate: give tls.certificates or an [acme] section",
+            );
+        }
+    }
+    if let Some(acme) = &config.acme {
+        if config.tls.is_none() {
+            p.add(
+                "acme",
+                "needs a [tls] section: its listener serves the certificate",
+            );
+        }
+        if acme.names.is_empty() {
+            p.add("acme.names", "at least one name is required");
+        }
+        for (i, name) in acme.names.iter().enumerate() {
+            let plain = name.strip_prefix("*.").unwrap_or(name);
+            if plain.is_empty() || !valid_host_pattern(plain) || plain.contains('*') {
+                p.add(
+                    format!("acme.names[{i}]"),
+                    format!("\"{name}\" is not a DNS name"),
+                );
+            }
+        }
+        match acme.directory.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme() == Some(&http::uri::Scheme::HTTPS) => {}
+            _ => p.add(
+                "acme.directory",
+                format!("\"{}\" is not an https:// URL", acme.directory),
+            ),
+        }
+        p.positive("acme.check_interval", acme.check_interval.is_zero());
+    }
+    if config.tls.is_none() {
+        for (i, route) in config.routes.iter().enumerate() {
+            if route.redirect_https {
+                p.add(
+                    format!("routes[{i}].redirect_https"),
+                    "needs a [tls] section to redirect to",
+                );
+            }
+        }
+    }
+    for (name, up) in &config.upstreams {
+        let Some(tls) = &up.tls else { continue };
+        let key = format!("upstreams.{name}.tls");
+        if let Some(sni) = &tls.sni
+            && rustls::pki_types::ServerName::try_from(sni.as_str()).is_err()
+        {
+            p.add(
+                format!("{key}.sni"),
+                format!("\"{sni}\" is not a DNS name or IP address"),
+            );
+        }
+        if tls.insecure_skip_verify && tls.ca.is_some() {
+            p.add(
+                format!("{key}.ca"),
+                "is never used with insecure_skip_verify = true; remove one of them",
+            );
+        }
+    }
+}
+
 fn header_names(key: String, names: &[String], p: &mut Problems) {
     for (i, name) in names.iter().enumerate() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -49,6 +49,14 @@ impl Origin {
         }
     }
 
+    pub fn https(local: std::net::SocketAddr) -> Self {
+        Origin {
+            scheme: Scheme::HTTPS,
+            default_port: 443,
+            local,
+        }
+    }
+
     fn local_authority(&self) -> Authority {
         Authority::try_from(self.local.to_string().as_str())
             .unwrap_or_else(|_| Authority::from_static("localhost"))

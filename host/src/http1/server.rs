@@ -27,11 +27,13 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
+use futures_util::task::AtomicWaker;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
@@ -66,6 +68,98 @@ pub trait Handler:
     type Future: Future<Output = Response<BoxBody>>;
     /// Serves one request, received at `received`. Its head is normalized.
     fn handle(&self, request: Request<BoxBody>, received: Instant) -> <Self as Handler>::Future;
+}
+
+/// A client connection the server loop can serve: split into a reading and
+/// a writing half used apart (a request body reads while the loop waits to
+/// write), and put back together for HTTP/2 with prior knowledge. A plain
+/// TCP stream splits without a lock; anything else (TLS) through
+/// [`Shared`].
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    type Read: AsyncRead + Send + Unpin + 'static;
+    type Write: AsyncWrite + Send + Unpin + 'static;
+    fn split(self) -> (Self::Read, Self::Write);
+    fn unsplit(read: Self::Read, write: Self::Write) -> Option<Self>
+    where
+        Self: Sized;
+    /// Whether the reading half has bytes, without a buffer to read them
+    /// into; ready when it cannot tell.
+    fn poll_read_ready(_read: &Self::Read, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Transport for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+
+    fn unsplit(read: OwnedReadHalf, write: OwnedWriteHalf) -> Option<Self> {
+        read.reunite(write).ok()
+    }
+
+    fn poll_read_ready(read: &OwnedReadHalf, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        read.as_ref().poll_read_ready(cx)
+    }
+}
+
+/// Any stream (TLS over TCP), split with tokio's shared halves.
+pub struct Shared<T>(pub T);
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Shared<T> {
+    type Read = tokio::io::ReadHalf<T>;
+    type Write = tokio::io::WriteHalf<T>;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self.0)
+    }
+
+    fn unsplit(read: Self::Read, write: Self::Write) -> Option<Self> {
+        Some(Shared(read.unsplit(write)))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Shared<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Shared<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -118,8 +212,8 @@ impl Shutdown {
 
 /// The client connection's reading side and its buffer; lent to a request
 /// body while the body is read.
-struct Reader {
-    half: OwnedReadHalf,
+struct Reader<R> {
+    half: R,
     /// Freed while the connection is idle.
     buf: BytesMut,
     /// The connection's usual `Host`, checked once.
@@ -144,14 +238,14 @@ enum Event {
 /// Between requests a connection holds no buffer (see `super::scratch`),
 /// and the work of a request lives in one allocation made for it: an idle
 /// connection costs its task, its socket and its timer.
-pub async fn serve<H: Handler>(
-    stream: TcpStream,
+pub async fn serve<H: Handler, T: Transport>(
+    stream: T,
     service: H,
     settings: Settings,
     origin: Origin,
     shutdown: Shutdown,
 ) {
-    let (half, mut writer) = stream.into_split();
+    let (half, mut writer) = stream.split();
     let mut r = Reader {
         half,
         buf: BytesMut::new(),
@@ -170,7 +264,7 @@ pub async fn serve<H: Handler>(
             .as_mut()
             .reset(tokio::time::Instant::now() + settings.header_read);
         let event = poll_fn(|cx| {
-            poll_head(
+            poll_head::<T>(
                 &mut r,
                 cx,
                 timer.as_mut(),
@@ -185,7 +279,7 @@ pub async fn serve<H: Handler>(
         let head = match event {
             Event::Request(head) => head,
             Event::Http2 => {
-                let h2 = serve_h2(r, writer, service, &settings, shutdown.clone());
+                let h2 = serve_h2::<H, T>(r, writer, service, &settings, shutdown.clone());
                 return Box::pin(h2).await;
             }
             Event::Closed | Event::Stopped => return,
@@ -221,12 +315,16 @@ pub async fn serve<H: Handler>(
 
 /// One request: handed to the service, its response written. Returns the
 /// reader when the connection may carry another request.
-async fn exchange<H: Handler>(
+async fn exchange<H: Handler, R, W>(
     service: &H,
-    writer: &mut OwnedWriteHalf,
-    r: Reader,
+    writer: &mut W,
+    r: Reader<R>,
     head: Box<RequestHead>,
-) -> Option<Reader> {
+) -> Option<Reader<R>>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Unpin,
+{
     let received = Instant::now();
     let RequestHead {
         parts,
@@ -240,6 +338,9 @@ async fn exchange<H: Handler>(
         keep_alive,
         received,
     };
+    // `Expect: 100-continue`: the body asks for it when first read, and
+    // this loop, which owns the writing side, sends it.
+    let ask = (expect_continue && body.is_some()).then(|| Arc::new(Continue::default()));
     let (body, mut reader, lent) = match body {
         None => (empty_body(), Some(r), None),
         Some(decoder) => {
@@ -247,14 +348,17 @@ async fn exchange<H: Handler>(
             let end = ClientEnd {
                 reader: Some(r),
                 back: Some(tx),
-                expect_continue,
+                ask: ask.clone(),
             };
             (FramedBody::new(end, decoder).boxed_unsync(), None, Some(rx))
         }
     };
-    let response = service
-        .handle(Request::from_parts(parts, body), received)
-        .await;
+    let handled = service.handle(Request::from_parts(parts, body), received);
+    let response = match ask {
+        None => handled.await,
+        // Boxed: the rare path does not grow every request's future.
+        Some(ask) => Box::pin(answering_continue(handled, &ask, writer)).await,
+    };
     let written = write_response(writer, &mut WriteSpace::new(), response, &facts).await;
     let keep = match written {
         Ok(keep) => keep,
@@ -279,8 +383,8 @@ async fn exchange<H: Handler>(
 }
 
 /// Reads until a request head is complete, or something else happens.
-fn poll_head(
-    r: &mut Reader,
+fn poll_head<T: Transport>(
+    r: &mut Reader<T::Read>,
     cx: &mut Context<'_>,
     timer: Pin<&mut tokio::time::Sleep>,
     stopped: Pin<&mut impl Future>,
@@ -305,7 +409,7 @@ fn poll_head(
         }
         // Idle: wait for the socket to have bytes before holding a buffer.
         let filled = if r.buf.capacity() == 0 {
-            match r.half.as_ref().poll_read_ready(cx) {
+            match T::poll_read_ready(&r.half, cx) {
                 Poll::Ready(Ok(())) => {
                     r.buf = read_buffer();
                     poll_fill(&mut r.half, &mut r.buf, cx)
@@ -335,16 +439,64 @@ fn poll_head(
     }
 }
 
+/// A request's `100 Continue`: asked for by the body when it is first read,
+/// sent by the connection loop.
+#[derive(Default)]
+struct Continue {
+    state: AtomicU8,
+    /// The loop, waiting for the response, learns of the ask.
+    loop_waker: AtomicWaker,
+    /// The body, waiting to read, learns it was sent.
+    body_waker: AtomicWaker,
+}
+
+const NOT_ASKED: u8 = 0;
+const ASKED: u8 = 1;
+const SENT: u8 = 2;
+const FAILED: u8 = 3;
+
+/// Polls the response future, sending `100 Continue` when the body asks.
+async fn answering_continue<F: Future, W: AsyncWrite + Unpin>(
+    handled: F,
+    ask: &Continue,
+    writer: &mut W,
+) -> F::Output {
+    let mut handled = std::pin::pin!(handled);
+    loop {
+        let step = poll_fn(|cx| {
+            ask.loop_waker.register(cx.waker());
+            if ask.state.load(SeqCst) == ASKED {
+                return Poll::Ready(None);
+            }
+            handled.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        match step {
+            Some(response) => return response,
+            None => {
+                // 25 bytes into an idle connection's send buffer.
+                let mut sent = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                if sent.is_ok() {
+                    sent = writer.flush().await;
+                }
+                ask.state
+                    .store(if sent.is_ok() { SENT } else { FAILED }, SeqCst);
+                ask.body_waker.wake();
+            }
+        }
+    }
+}
+
 /// The client connection a request body reads from. The reader goes back
 /// to the connection when the body ends, or when it is dropped (then marked
 /// incomplete).
-struct ClientEnd {
-    reader: Option<Reader>,
-    back: Option<oneshot::Sender<(Reader, bool)>>,
-    expect_continue: bool,
+struct ClientEnd<R> {
+    reader: Option<Reader<R>>,
+    back: Option<oneshot::Sender<(Reader<R>, bool)>>,
+    ask: Option<Arc<Continue>>,
 }
 
-impl ClientEnd {
+impl<R> ClientEnd<R> {
     fn give_back(&mut self, complete: bool) {
         if let (Some(r), Some(tx)) = (self.reader.take(), self.back.take()) {
             let _ = tx.send((r, complete));
@@ -352,36 +504,37 @@ impl ClientEnd {
     }
 }
 
-impl Drop for ClientEnd {
+impl<R> Drop for ClientEnd<R> {
     fn drop(&mut self) {
         self.give_back(false);
     }
 }
 
-impl BodySource for ClientEnd {
-    type Io = OwnedReadHalf;
+impl<R: AsyncRead + Unpin> BodySource for ClientEnd<R> {
+    type Io = R;
 
-    fn io(&mut self) -> Option<(&mut OwnedReadHalf, &mut BytesMut)> {
+    fn io(&mut self) -> Option<(&mut R, &mut BytesMut)> {
         self.reader.as_mut().map(|r| (&mut r.half, &mut r.buf))
     }
 
     fn poll_start(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let (true, Some(r)) = (self.expect_continue, self.reader.as_ref()) else {
+        let Some(ask) = &self.ask else {
             return Poll::Ready(Ok(()));
         };
-        // 25 bytes into an idle connection's send buffer.
-        let line = b"HTTP/1.1 100 Continue\r\n\r\n";
-        loop {
-            ready!(r.half.as_ref().poll_write_ready(cx))?;
-            match r.half.as_ref().try_write(line) {
-                Ok(n) if n == line.len() => break,
-                Ok(_) => return Poll::Ready(Err("short 100 Continue write".into())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e.into())),
+        ask.body_waker.register(cx.waker());
+        match ask.state.load(SeqCst) {
+            SENT => {
+                self.ask = None;
+                Poll::Ready(Ok(()))
             }
+            FAILED => Poll::Ready(Err("could not send 100 Continue".into())),
+            NOT_ASKED => {
+                ask.state.store(ASKED, SeqCst);
+                ask.loop_waker.wake();
+                Poll::Pending
+            }
+            _ => Poll::Pending,
         }
-        self.expect_continue = false;
-        Poll::Ready(Ok(()))
     }
 
     fn finish(&mut self, complete: bool) {
@@ -400,8 +553,8 @@ struct Facts {
 /// Writes a response; `Ok(true)`: the connection can carry another request.
 /// The head is encoded now; the future only streams the body, so it does
 /// not carry the head's parts across its waits.
-fn write_response<'a>(
-    writer: &'a mut OwnedWriteHalf,
+fn write_response<'a, W: AsyncWrite + Unpin>(
+    writer: &'a mut W,
     scratch: &'a mut WriteSpace,
     response: Response<BoxBody>,
     req: &Facts,
@@ -492,8 +645,8 @@ fn encode_response_head(
 }
 
 /// Writes the encoded head and streams the body as `plan` says.
-async fn write_body(
-    writer: &mut OwnedWriteHalf,
+async fn write_body<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     scratch: &mut WriteSpace,
     mut body: BoxBody,
     plan: Plan,
@@ -507,6 +660,8 @@ async fn write_body(
     } = plan;
     if bodyless || length == Some(0) {
         writer.write_all(out).await?;
+        // A no-op on TCP; TLS may hold back what the socket did not take.
+        writer.flush().await?;
         return Ok(keep);
     }
     // Pieces not yet written, after the head in `out`.
@@ -557,8 +712,8 @@ async fn write_body(
 /// The slices are made on the stack of each poll, from how much has been
 /// written, rather than kept in the future: an idle connection's task does
 /// not carry room for them.
-async fn flush(
-    writer: &mut OwnedWriteHalf,
+async fn flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     head: &[u8],
     head_written: &mut bool,
     pending: &mut Vec<Bytes>,
@@ -588,14 +743,16 @@ async fn flush(
         }
         done += n;
     }
+    // A no-op on TCP; TLS may hold back what the socket did not take.
+    poll_fn(|cx| Pin::new(&mut *writer).poll_flush(cx)).await?;
     *head_written = true;
     pending.clear();
     Ok(())
 }
 
 /// A response the proxy makes itself before any request reached the stack.
-async fn write_local(
-    writer: &mut OwnedWriteHalf,
+async fn write_local<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     mut response: Response<BoxBody>,
 ) -> io::Result<bool> {
     response
@@ -610,8 +767,8 @@ async fn write_local(
     write_response(writer, &mut WriteSpace::new(), response, &facts).await
 }
 
-async fn write_error(
-    writer: &mut OwnedWriteHalf,
+async fn write_error<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     status: StatusCode,
     why: &str,
 ) -> io::Result<bool> {
@@ -621,7 +778,7 @@ async fn write_error(
 /// Closes a connection whose client may still be sending: stop writing,
 /// then read and discard for a moment, so that the close does not reset
 /// the connection before the client has read the response.
-async fn linger(mut r: Reader, writer: &mut OwnedWriteHalf) {
+async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(mut r: Reader<R>, writer: &mut W) {
     let _ = writer.shutdown().await;
     if r.buf.capacity() == 0 {
         r.buf = read_buffer();
@@ -643,24 +800,31 @@ async fn linger(mut r: Reader, writer: &mut OwnedWriteHalf) {
 }
 
 /// Hands a connection that opened with the HTTP/2 preface to hyper.
-async fn serve_h2<H: Handler>(
-    r: Reader,
-    writer: OwnedWriteHalf,
+async fn serve_h2<H: Handler, T: Transport>(
+    r: Reader<T::Read>,
+    writer: T::Write,
     service: H,
     settings: &Settings,
     shutdown: Shutdown,
 ) {
-    let stream = match r.half.reunite(writer) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!("cannot reunite the connection: {e}");
-            return;
-        }
+    let Some(stream) = T::unsplit(r.half, writer) else {
+        tracing::debug!("cannot put the connection back together for HTTP/2");
+        return;
     };
     let io = Rewind {
         prefix: r.buf.freeze(),
         inner: stream,
     };
+    serve_h2_on(io, service, settings, shutdown).await;
+}
+
+/// Serves HTTP/2 on `io` (after the prior-knowledge preface, or after TLS
+/// negotiated `h2`) until it closes or `shutdown` is set.
+pub async fn serve_h2_on<H, IO>(io: IO, service: H, settings: &Settings, shutdown: Shutdown)
+where
+    H: Handler,
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let conn = settings.h2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -676,12 +840,12 @@ async fn serve_h2<H: Handler>(
 }
 
 /// A stream that first yields bytes already read from it.
-struct Rewind {
+struct Rewind<T> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: T,
 }
 
-impl AsyncRead for Rewind {
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -697,7 +861,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

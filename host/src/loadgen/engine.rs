@@ -355,7 +355,7 @@ impl Failure {
 impl From<UpstreamError> for Failure {
     fn from(e: UpstreamError) -> Self {
         match e {
-            UpstreamError::Connect(_) => Failure::Connect(e.to_string()),
+            UpstreamError::Connect(_) | UpstreamError::Tls(_) => Failure::Connect(e.to_string()),
             UpstreamError::Parse(_) => Failure::Invalid(e.to_string()),
             _ => Failure::Io(e.to_string()),
         }

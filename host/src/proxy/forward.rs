@@ -225,13 +225,19 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
             Err(ProxyError::BodyTooLarge)
         }
         Ok(Err(UpstreamError::RequestBody(e))) => Err(ProxyError::ClientBody(e)),
-        Ok(Err(UpstreamError::Connect(e))) => {
+        // Nothing was sent: a failed TLS handshake is retried like a
+        // refused connection.
+        Ok(Err(e @ (UpstreamError::Connect(_) | UpstreamError::Tls(_)))) => {
             record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
-            tracing::debug!(backend = %addr(), "connect failed: {e}");
+            tracing::debug!(backend = %addr(), "{e}");
+            let source: crate::proxy::BoxError = match e {
+                UpstreamError::Connect(io) => io.into(),
+                tls => tls.into(),
+            };
             Err(ProxyError::Connect {
                 backend: idx,
                 addr: addr(),
-                source: e.into(),
+                source,
             })
         }
         Ok(Err(e)) => {

@@ -254,7 +254,12 @@ mod tests {
         *req.version_mut() = Version::HTTP_11;
         let (mut parts, ()) = req.into_parts();
         let remote = remote.parse().expect("address");
-        let conn = ConnInfo::new(remote, "127.0.0.1:80".parse().expect("address"), trusted);
+        let conn = ConnInfo::new(
+            remote,
+            "127.0.0.1:80".parse().expect("address"),
+            trusted,
+            false,
+        );
         String::from_utf8(prepare_request(&mut parts, &conn)).expect("ascii")
     }
 

@@ -106,6 +106,9 @@ where
 
     fn call(&mut self, a: Arrival) -> Self::Future {
         let (parts, body) = a.request.into_parts();
+        if let Some(answer) = a.state.challenges.answer(parts.uri.path()) {
+            return Either::Left(ready(Ok(acme_answer(answer))));
+        }
         let route = a
             .state
             .route(request_host(&parts), parts.uri.path())
@@ -114,6 +117,11 @@ where
             a.state.unrouted.requests.record(Some(404));
             return Either::Left(ready(Err(ProxyError::NoRoute)));
         };
+        if route.redirect_https && !a.conn.secure {
+            route.metrics.requests.record(Some(308));
+            let response = to_https(&parts, a.state.https_port);
+            return Either::Left(ready(Ok(response)));
+        }
         let exchange = Exchange {
             request: http::Request::from_parts(parts, body),
             conn: a.conn,
@@ -129,6 +137,34 @@ where
             received: a.received,
         })
     }
+}
+
+/// The answer to an ACME HTTP-01 challenge the proxy has pending.
+fn acme_answer(key_authorization: String) -> Response<ProxyBody> {
+    let mut response = Response::new(super::text_body(key_authorization));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+/// `308 Permanent Redirect` to the same URL over HTTPS (308 keeps the
+/// method and body, unlike 301). The host is the request's normalized one;
+/// the port is the HTTPS listener's, left out when it is 443.
+fn to_https(parts: &http::request::Parts, https_port: Option<u16>) -> Response<ProxyBody> {
+    let host = request_host(parts);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match https_port {
+        Some(443) | None => format!("https://{host}{path}"),
+        Some(port) => format!("https://{host}:{port}{path}"),
+    };
+    let mut response = Response::new(super::empty_body());
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = http::HeaderValue::try_from(location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
 }
 
 pin_project_lite::pin_project! {

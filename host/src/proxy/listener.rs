@@ -1,5 +1,6 @@
 //! Accepting client connections (HTTP/1.1 and HTTP/2 with prior knowledge on
-//! one port) and draining them on shutdown or when the listen address moves.
+//! one port; over TLS, HTTP/2 as ALPN chose it) and draining them on
+//! shutdown or when the listen address moves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::{ConnInfo, ProxyService, ProxyState};
 use crate::http1::Origin;
-use crate::http1::server::{self, Shutdown};
+use crate::http1::server::{self, Shared, Shutdown};
 
 /// A bound, not yet serving, proxy listener.
 pub struct Listener {
@@ -33,11 +34,21 @@ impl Listener {
         self.addr
     }
 
-    /// Serves until stopped; in-flight requests are then drained.
+    /// Serves plain HTTP until stopped; in-flight requests are then
+    /// drained.
     pub fn serve(self, state: Arc<ArcSwap<ProxyState>>) -> ListenerHandle {
+        self.start(state, false)
+    }
+
+    /// Serves HTTPS with the state's `tls` config until stopped.
+    pub fn serve_tls(self, state: Arc<ArcSwap<ProxyState>>) -> ListenerHandle {
+        self.start(state, true)
+    }
+
+    fn start(self, state: Arc<ArcSwap<ProxyState>>, secure: bool) -> ListenerHandle {
         let stop = Shutdown::default();
         let addr = self.addr;
-        let task = tokio::spawn(accept_loop(self.tcp, state, stop.clone()));
+        let task = tokio::spawn(accept_loop(self.tcp, state, stop.clone(), secure));
         ListenerHandle { stop, task, addr }
     }
 }
@@ -79,7 +90,12 @@ fn connection_settings(state: &ProxyState) -> server::Settings {
     }
 }
 
-async fn accept_loop(tcp: TcpListener, state: Arc<ArcSwap<ProxyState>>, stopped: Shutdown) {
+async fn accept_loop(
+    tcp: TcpListener,
+    state: Arc<ArcSwap<ProxyState>>,
+    stopped: Shutdown,
+    secure: bool,
+) {
     let local = tcp
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -88,6 +104,11 @@ async fn accept_loop(tcp: TcpListener, state: Arc<ArcSwap<ProxyState>>, stopped:
     let mut version = String::new();
     let mut settings = connection_settings(&state.load());
     let mut drain = state.load().timeouts.drain.get();
+    let mut acceptor = state
+        .load()
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     loop {
         let accepted = tokio::select! {
             accepted = tcp.accept() => accepted,
@@ -106,6 +127,7 @@ async fn accept_loop(tcp: TcpListener, state: Arc<ArcSwap<ProxyState>>, stopped:
         if current.version != version {
             settings = connection_settings(&current);
             drain = current.timeouts.drain.get();
+            acceptor = current.tls.clone().map(tokio_rustls::TlsAcceptor::from);
             version.clone_from(&current.version);
         }
         let _ = stream.set_nodelay(true);
@@ -117,11 +139,30 @@ async fn accept_loop(tcp: TcpListener, state: Arc<ArcSwap<ProxyState>>, stopped:
             local
         };
         let trusted = current.is_trusted(remote.ip());
-        let conn = ConnInfo::new(remote, here, trusted);
+        let conn = ConnInfo::new(remote, here, trusted, secure);
         let service = ProxyService::new(state.clone(), conn);
         let (settings, stop, alive) = (settings.clone(), stopped.clone(), alive.clone());
+        if !secure {
+            tokio::spawn(async move {
+                server::serve(stream, service, settings, Origin::http(here), stop).await;
+                drop(alive);
+            });
+            continue;
+        }
+        let Some(acceptor) = acceptor.clone() else {
+            // `[tls]` without a usable config (logged when it was built).
+            continue;
+        };
         tokio::spawn(async move {
-            server::serve(stream, service, settings, Origin::http(here), stop).await;
+            // The handshake has the time a request head has.
+            if let Some(tls) = crate::tls::accept(&acceptor, stream, settings.header_read).await {
+                if tls.h2 {
+                    server::serve_h2_on(tls.stream, service, &settings, stop).await;
+                } else {
+                    let origin = Origin::https(here);
+                    server::serve(Shared(tls.stream), service, settings, origin, stop).await;
+                }
+            }
             drop(alive);
         });
     }

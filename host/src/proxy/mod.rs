@@ -56,6 +56,8 @@ pub struct Peer {
     /// The peer is in `listen.trusted_proxies`: its forwarding headers are
     /// appended to rather than replaced.
     pub trusted: bool,
+    /// The connection came in over TLS.
+    pub secure: bool,
     /// The client's IP as text, formatted once per connection for the
     /// forwarding headers; inline, so a connection costs no allocation for
     /// it (an IPv6 address is at most 39 characters).
@@ -71,7 +73,7 @@ impl Peer {
 }
 
 impl ConnInfo {
-    pub fn new(remote: SocketAddr, local: SocketAddr, trusted: bool) -> Self {
+    pub fn new(remote: SocketAddr, local: SocketAddr, trusted: bool, secure: bool) -> Self {
         use std::io::Write;
         let mut ip = [0u8; 39];
         let mut cursor = std::io::Cursor::new(&mut ip[..]);
@@ -82,9 +84,21 @@ impl ConnInfo {
             remote,
             local,
             trusted,
+            secure,
             ip,
             ip_len,
         }))
+    }
+}
+
+impl Peer {
+    /// What the connection's requests are for when they do not say.
+    pub fn origin(&self) -> crate::http1::Origin {
+        if self.secure {
+            crate::http1::Origin::https(self.local)
+        } else {
+            crate::http1::Origin::http(self.local)
+        }
     }
 }
 

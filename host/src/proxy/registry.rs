@@ -26,7 +26,7 @@ use super::admission::Admission;
 use super::retry::RetryBudget;
 use crate::balance::BackendState;
 use crate::cache::CacheStore;
-use crate::config::{BackendAddr, CacheSection, Config};
+use crate::config::{BackendAddr, CacheSection, Config, TlsSection};
 use crate::http1::client::ConnPool;
 use crate::telemetry::Windows;
 
@@ -160,6 +160,14 @@ pub struct Registry {
     /// The response cache; kept unless its capacity or eviction policy
     /// changes.
     cache: Mutex<Option<Arc<CacheStore>>>,
+    /// What the HTTPS listener serves: the certificate files of `[tls]` and
+    /// ACME's certificate, each replaced whole.
+    pub certs: Arc<crate::tls::CertStore>,
+    /// Pending ACME HTTP-01 challenges, answered by the listeners.
+    pub challenges: Arc<crate::tls::Challenges>,
+    /// The HTTPS listener's rustls config, kept while its settings stay so
+    /// that session tickets issued before a reload still resume after it.
+    server_tls: Mutex<Option<(TlsSection, Arc<rustls::ServerConfig>)>>,
 }
 
 impl Default for Registry {
@@ -172,6 +180,9 @@ impl Default for Registry {
             admission: Arc::new(Admission::default()),
             knobs: Knobs::default(),
             cache: Mutex::new(None),
+            certs: Arc::default(),
+            challenges: Arc::default(),
+            server_tls: Mutex::new(None),
         }
     }
 }
@@ -209,6 +220,41 @@ impl Registry {
     /// The idle connections to `authority`.
     pub fn pool(&self, authority: &str) -> Arc<ConnPool> {
         look_up(&self.pools, authority.to_string(), ConnPool::default)
+    }
+
+    /// The idle TLS connections to backend `addr` made with `tls`.
+    pub fn tls_pool(&self, addr: &str, tls: &crate::tls::BackendTls) -> Arc<ConnPool> {
+        let Some(target) = tls.targets.get(addr) else {
+            // Materials are made from the same config: not reached.
+            return self.pool(addr);
+        };
+        look_up(&self.pools, tls.pool_key(addr), || {
+            ConnPool::with_tls(target.clone())
+        })
+    }
+
+    /// The rustls config of the HTTPS listener for `section`: the running
+    /// one while the settings it is made of stay the same.
+    pub fn server_tls(&self, section: &TlsSection) -> Option<Arc<rustls::ServerConfig>> {
+        let mut current = self.server_tls.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |s: &TlsSection| {
+            s.min_version == section.min_version && s.session_tickets == section.session_tickets
+        };
+        if let Some((s, config)) = current.as_ref()
+            && same(s)
+        {
+            return Some(config.clone());
+        }
+        match crate::tls::server_config(section, self.certs.clone()) {
+            Ok(config) => {
+                *current = Some((section.clone(), config.clone()));
+                Some(config)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        }
     }
 
     /// Closes pooled connections their backends closed (or that idled too

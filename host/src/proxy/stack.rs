@@ -20,7 +20,7 @@ use super::layers::{
 use super::retry::Retry;
 use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
 use crate::cache::{Cache, CacheLayer};
-use crate::http1::{Origin, error_response, normalize_h2, server::Handler};
+use crate::http1::{error_response, normalize_h2, server::Handler};
 
 /// The phases a request passes through.
 pub type Stack = Limits<RoutePhase<Cache<Admit<ForwardedHeaders<Retry>>>>>;
@@ -109,7 +109,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let received = Instant::now();
         let (mut parts, body) = req.into_parts();
-        if let Err(refusal) = normalize_h2(&mut parts, &Origin::http(self.conn.local)) {
+        if let Err(refusal) = normalize_h2(&mut parts, &self.conn.origin()) {
             tracing::debug!("HTTP/2 request refused: {refusal}");
             let response = error_response(refusal.status, refusal.reason);
             return Either::Right(ready(Ok(response)));

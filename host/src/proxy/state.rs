@@ -36,6 +36,12 @@ pub struct ProxyState {
     pub cache: Arc<CacheStore>,
     /// `listen.trusted_proxies`.
     trusted_proxies: Box<[ipnet::IpNet]>,
+    /// The HTTPS listener's rustls config (`[tls]`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The port plain-HTTP requests of `redirect_https` routes are sent to.
+    pub https_port: Option<u16>,
+    /// Pending ACME HTTP-01 challenges, answered before routing.
+    pub challenges: Arc<crate::tls::Challenges>,
 }
 
 #[derive(Debug)]
@@ -50,6 +56,8 @@ pub struct Route {
     pub windows: Arc<Windows>,
     /// Cache settings when this route caches.
     pub cache: Option<RouteCache>,
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub redirect_https: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +131,25 @@ const PANIC_RECHECK_MS: u64 = 100;
 impl ProxyState {
     /// Builds the state for a validated config; what was learned comes from
     /// `registry`.
-    pub fn build(config: &Config, version: &str, registry: &Registry) -> Self {
+    pub fn build(
+        config: &Config,
+        version: &str,
+        registry: &Registry,
+        tls: &crate::tls::Materials,
+    ) -> Self {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, section)| {
                 (
                     name.clone(),
-                    Arc::new(Upstream::build(name, section, config, registry)),
+                    Arc::new(Upstream::build(
+                        name,
+                        section,
+                        config,
+                        registry,
+                        tls.upstreams.get(name),
+                    )),
                 )
             })
             .collect();
@@ -145,6 +164,7 @@ impl ProxyState {
                     label,
                     host: HostMatch::parse(&r.host),
                     prefix: r.path_prefix.clone(),
+                    redirect_https: r.redirect_https,
                     upstream,
                     windows: registry.windows.clone(),
                     cache: r.cache.unwrap_or(config.cache.enabled).then(|| RouteCache {
@@ -180,6 +200,9 @@ impl ProxyState {
             windows: registry.windows.clone(),
             cache: registry.cache_for(&config.cache),
             trusted_proxies: config.listen.trusted_proxies.clone().into_boxed_slice(),
+            tls: config.tls.as_ref().and_then(|t| registry.server_tls(t)),
+            https_port: config.tls.as_ref().map(|t| t.address.0.port()),
+            challenges: registry.challenges.clone(),
         }
     }
 
@@ -215,7 +238,13 @@ impl ProxyState {
 }
 
 impl Upstream {
-    fn build(name: &str, section: &UpstreamSection, config: &Config, registry: &Registry) -> Self {
+    fn build(
+        name: &str,
+        section: &UpstreamSection,
+        config: &Config,
+        registry: &Registry,
+        tls: Option<&crate::tls::BackendTls>,
+    ) -> Self {
         let learned = registry.upstream(name);
         let retry = section.retry();
         learned
@@ -248,7 +277,10 @@ impl Upstream {
             pools: section
                 .backends
                 .iter()
-                .map(|b| registry.pool(b.address.as_str()))
+                .map(|b| match tls {
+                    Some(tls) => registry.tls_pool(b.address.as_str(), tls),
+                    None => registry.pool(b.address.as_str()),
+                })
                 .collect(),
             connect_timeout: config.timeouts.connect.get(),
             backends,

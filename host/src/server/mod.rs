@@ -8,7 +8,7 @@ mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -25,6 +25,8 @@ use crate::plugins::{EngineSlot, PluginSet};
 use crate::proxy::{Listener, ListenerHandle, ProxyState, Registry};
 use crate::telemetry::ProcessStats;
 use crate::telemetry::{self, PrometheusExport};
+use crate::tls::Materials;
+use crate::tls::acme::{self, AcmeTask};
 use crate::watch::FileWatch;
 
 /// A validated config with its plugins loaded: everything `Running::start`
@@ -34,17 +36,21 @@ pub struct Prepared {
     pub loaded: Loaded,
     pub plugin_engine: Arc<EngineSlot>,
     pub plugins: PluginSet,
+    /// Certificates and backend TLS settings, read and checked.
+    pub tls: Materials,
 }
 
 impl Prepared {
     pub fn new(loaded: Loaded) -> Result<Prepared, ConfigErrors> {
         let rt = &loaded.config.plugin_runtime;
         let engine = Arc::new(EngineSlot::new(rt.cache_dir.clone(), rt.fuel));
+        let tls = Materials::load(&loaded)?;
         let plugins = PluginSet::load_config(&loaded, &engine, None)?;
         Ok(Prepared {
             loaded,
             plugin_engine: engine,
             plugins,
+            tls,
         })
     }
 }
@@ -55,11 +61,18 @@ struct Background {
     health: HealthChecks,
     plugin_watch: Option<FileWatch>,
     config_watch: Option<FileWatch>,
+    /// The files the config watch covers: the config, its profile, and the
+    /// certificate files it names.
+    watched: Vec<std::path::PathBuf>,
+    /// Obtains and renews `[acme]`'s certificate, for the section it runs.
+    acme: Option<(crate::config::AcmeSection, AcmeTask)>,
 }
 
 #[derive(Default)]
 struct Listeners {
     proxy: Option<ListenerHandle>,
+    /// The HTTPS listener of `[tls]`.
+    tls: Option<ListenerHandle>,
     admin: Option<AdminHandle>,
 }
 
@@ -82,12 +95,16 @@ pub struct Server {
     process: std::sync::Mutex<ProcessStats>,
     loops: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     draining: AtomicBool,
+    /// Of the certificate files last applied: a reload whose config is the
+    /// same still applies changed certificates.
+    tls_fingerprint: AtomicU64,
 }
 
 /// A started server.
 pub struct Running {
     pub server: Arc<Server>,
     proxy_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
 }
 
@@ -132,6 +149,48 @@ impl Server {
             bg.health = HealthChecks::start(&state);
             bg.plugin_watch = plugin_watch;
         }
+        self.restart_acme();
+    }
+
+    /// Starts, restarts or stops the ACME task as `[acme]` says; a section
+    /// that did not change keeps its task.
+    fn restart_acme(&self) {
+        let loaded = self.loaded.load();
+        let wanted = loaded.config.acme.clone();
+        let Ok(mut bg) = self.background.lock() else {
+            return;
+        };
+        if bg.acme.as_ref().map(|(s, _)| s) == wanted.as_ref() {
+            return;
+        }
+        bg.acme = wanted.map(|section| {
+            let base = loaded.source.base_dir();
+            if self.registry.certs.acme().is_none()
+                && let Some(stored) = acme::load_stored(&section, &base)
+            {
+                self.registry.certs.set_acme(Some(stored));
+            }
+            let task = acme::start(
+                section.clone(),
+                base,
+                self.registry.certs.clone(),
+                self.registry.challenges.clone(),
+            );
+            (section, task)
+        });
+        if bg.acme.is_none() {
+            self.registry.certs.set_acme(None);
+        }
+    }
+
+    /// Serves what `tls` read: the certificate files from now on.
+    fn apply_tls(&self, tls: Materials) {
+        for warning in &tls.warnings {
+            tracing::warn!("{warning}");
+        }
+        self.registry.certs.set_files(tls.certs);
+        self.tls_fingerprint
+            .store(tls.fingerprint, Ordering::Relaxed);
     }
 }
 
@@ -143,11 +202,13 @@ impl Running {
             loaded,
             plugin_engine,
             plugins,
+            tls,
         } = prepared;
         let prometheus = telemetry::install();
         let registry = Registry::default();
         let config = &loaded.config;
-        let state = ProxyState::build(config, &loaded.version, &registry);
+        let state = ProxyState::build(config, &loaded.version, &registry, &tls);
+        let watched = watched_files(&loaded, &tls);
         // A bind failure is a problem of the config: reported like one, with
         // the file and key, and exit code 2.
         let bind_error = |key: &str, addr: SocketAddr, e: std::io::Error| {
@@ -159,6 +220,14 @@ impl Running {
         let proxy = Listener::bind(listen)
             .await
             .map_err(|e| bind_error("listen.address", listen, e))?;
+        let https = match &config.tls {
+            Some(section) => {
+                let addr = section.address.0;
+                let bound = Listener::bind(addr).await;
+                Some(bound.map_err(|e| bind_error("tls.address", addr, e))?)
+            }
+            None => None,
+        };
         let admin_addr = config.admin.address.0;
         let admin_tcp = TcpListener::bind(admin_addr)
             .await
@@ -180,7 +249,9 @@ impl Running {
             process: std::sync::Mutex::new(ProcessStats::default()),
             loops: std::sync::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
+            tls_fingerprint: AtomicU64::new(0),
         });
+        server.apply_tls(tls);
         server
             .registry
             .admission
@@ -189,25 +260,36 @@ impl Running {
             *l = loops::start(&server);
         }
         server.restart_background();
-        reload::watch_config(&server);
+        reload::watch_config(&server, watched);
         tracing::info!("proxy listening on {}", proxy.local_addr());
+        let tls_addr = https.as_ref().map(Listener::local_addr);
+        if let Some(addr) = tls_addr {
+            tracing::info!("HTTPS listening on {addr}");
+        }
         let admin = admin::serve(admin_tcp, server.clone())?;
         tracing::info!("admin listening on {}", admin.addr);
         let (proxy_addr, admin_addr) = (proxy.local_addr(), admin.addr);
         {
             let mut l = server.listeners.lock().await;
             l.proxy = Some(proxy.serve(server.state.clone()));
+            l.tls = https.map(|h| h.serve_tls(server.state.clone()));
             l.admin = Some(admin);
         }
         Ok(Running {
             server,
             proxy_addr,
+            tls_addr,
             admin_addr,
         })
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr
+    }
+
+    /// The HTTPS listener's address, with `[tls]`.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -229,13 +311,25 @@ impl Running {
         let server = &self.server;
         server.draining.store(true, Ordering::Relaxed);
         let drain = server.state.load().timeouts.drain.get();
-        let (proxy, admin) = {
+        let (proxy, tls, admin) = {
             let mut l = server.listeners.lock().await;
-            (l.proxy.take(), l.admin.take())
+            (l.proxy.take(), l.tls.take(), l.admin.take())
         };
-        if let Some(proxy) = proxy {
-            proxy.shutdown(drain).await;
-        }
+        let both = async {
+            tokio::join!(
+                async {
+                    if let Some(proxy) = proxy {
+                        proxy.shutdown(drain).await;
+                    }
+                },
+                async {
+                    if let Some(tls) = tls {
+                        tls.shutdown(drain).await;
+                    }
+                }
+            )
+        };
+        both.await;
         // Background work stops before the admin listener goes.
         drop(
             server
@@ -248,6 +342,16 @@ impl Running {
         }
         tracing::info!("shut down");
     }
+}
+
+/// What the config watch covers for `loaded`: its files and the
+/// certificate files it names.
+fn watched_files(loaded: &Loaded, tls: &Materials) -> Vec<std::path::PathBuf> {
+    let mut files = loaded.source.files();
+    files.extend(tls.files.iter().cloned());
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or SIGINT).

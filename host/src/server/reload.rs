@@ -12,6 +12,7 @@
 //! `switchyard_config_reload_total{result="failure"}` and `GET /admin/config`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -23,6 +24,7 @@ use crate::config::{self, Change, ConfigErrors, Loaded};
 use crate::plugins::PluginSet;
 use crate::proxy::registry::CONCURRENCY_LIMIT;
 use crate::proxy::{Listener, ProxyState};
+use crate::tls::Materials;
 
 /// Quiet time after the last change to the config file before reloading.
 pub const CONFIG_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -175,8 +177,9 @@ impl Server {
         let prepared = tokio::task::spawn_blocking(move || -> Result<_, ConfigErrors> {
             let loaded = config::load(&source)?;
             let notes = needs_restart(&compare, &loaded, engine.meters_fuel())?;
+            let tls = Materials::load(&loaded)?;
             let plugins = PluginSet::load_config(&loaded, &engine, Some(&previous))?;
-            Ok((loaded, plugins, notes))
+            Ok((loaded, plugins, tls, notes))
         })
         .await
         .map_err(|e| {
@@ -184,10 +187,14 @@ impl Server {
                 current.error_at("", format!("reload task failed: {e}")),
             ])
         })??;
-        let (loaded, plugins, found_notes) = prepared;
+        let (loaded, plugins, tls, found_notes) = prepared;
         *notes = found_notes;
-        if loaded.version == current.version {
+        let certs_changed = tls.fingerprint != self.tls_fingerprint.load(Ordering::Relaxed);
+        if loaded.version == current.version && !certs_changed {
             return Ok(ReloadOutcome::Unchanged);
+        }
+        if certs_changed {
+            tracing::info!("certificate files changed; the new ones serve new handshakes");
         }
         let as_json = |c: &config::Config| serde_json::to_value(c).unwrap_or_default();
         let changes = config::diff(&as_json(&current.config), &as_json(&loaded.config));
@@ -209,6 +216,15 @@ impl Server {
             Some(bound.map_err(|e| bind_error("listen.address", addr, e))?)
         } else {
             None
+        };
+        let tls_address = |c: &config::Config| c.tls.as_ref().map(|t| t.address);
+        let new_tls = match tls_address(new) {
+            Some(address) if Some(&address) != tls_address(old).as_ref() => {
+                let addr = address.0;
+                let bound = Listener::bind(addr).await;
+                Some(bound.map_err(|e| bind_error("tls.address", addr, e))?)
+            }
+            _ => None,
         };
         let new_admin = if new.admin.address != old.admin.address {
             let addr = new.admin.address.0;
@@ -240,14 +256,25 @@ impl Server {
                 .admission
                 .set_limit(new.admission.max_concurrency);
         }
-        let state = ProxyState::build(new, &loaded.version, &self.registry);
+        let state = ProxyState::build(new, &loaded.version, &self.registry, &tls);
         let drain = state.timeouts.drain.get();
+        let watched = super::watched_files(&loaded, &tls);
+        self.apply_tls(tls);
         self.state.store(Arc::new(state));
         self.plugins.store(Arc::new(plugins));
         crate::logging::set_level(&new.log.level);
         let (from, to) = (current.version.clone(), loaded.version.clone());
+        let tls_removed = new.tls.is_none();
         self.loaded.store(Arc::new(loaded));
         self.restart_background();
+        let rewatch = self
+            .background
+            .lock()
+            .map(|bg| bg.watched != watched)
+            .unwrap_or(false);
+        if rewatch {
+            watch_config(self, watched);
+        }
 
         let mut listeners = self.listeners.lock().await;
         if let Some(listener) = new_proxy {
@@ -256,6 +283,22 @@ impl Server {
                 tracing::info!("stopped accepting on {}; draining it", old.addr);
                 tokio::spawn(old.shutdown(drain));
             }
+        }
+        if let Some(listener) = new_tls {
+            tracing::info!("HTTPS listening on {}", listener.local_addr());
+            if let Some(old) = listeners
+                .tls
+                .replace(listener.serve_tls(self.state.clone()))
+            {
+                tracing::info!("stopped accepting on {}; draining it", old.addr);
+                tokio::spawn(old.shutdown(drain));
+            }
+        } else if tls_removed && let Some(old) = listeners.tls.take() {
+            tracing::info!(
+                "[tls] removed: stopped accepting on {}; draining it",
+                old.addr
+            );
+            tokio::spawn(old.shutdown(drain));
         }
         if let Some(handle) = new_admin {
             tracing::info!("admin listening on {}", handle.addr);
@@ -267,11 +310,11 @@ impl Server {
     }
 }
 
-/// Reloads when the config file (or its profile) settles after a change.
-pub(super) fn watch_config(server: &Arc<Server>) {
-    let files = server.loaded.load().source.files();
+/// Reloads when the config file (or its profile), or a certificate file
+/// it names, settles after a change.
+pub(super) fn watch_config(server: &Arc<Server>, files: Vec<std::path::PathBuf>) {
     let weak = Arc::downgrade(server);
-    let watch = crate::watch::watch_files(files, CONFIG_DEBOUNCE, move |_| {
+    let watch = crate::watch::watch_files(files.clone(), CONFIG_DEBOUNCE, move |_| {
         if let Some(server) = weak.upgrade() {
             tokio::spawn(async move {
                 let _ = server.reload(Trigger::File).await;
@@ -282,6 +325,7 @@ pub(super) fn watch_config(server: &Arc<Server>) {
         Ok(w) => {
             if let Ok(mut bg) = server.background.lock() {
                 bg.config_watch = Some(w);
+                bg.watched = files;
             }
         }
         Err(e) => tracing::warn!(

@@ -16,4 +16,5 @@ mod plugins;
 mod plugins_live;
 mod reload;
 mod retry;
+mod tls;
 mod wire;

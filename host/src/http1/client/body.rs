@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use super::Stream;
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use super::{ConnPool, UpstreamConn};
 use crate::http1::body::{BodySource, Decoder, FramedBody};
@@ -51,9 +51,9 @@ pub fn upstream_body<G>(
 }
 
 impl<G> BodySource for BackendEnd<G> {
-    type Io = TcpStream;
+    type Io = Stream;
 
-    fn io(&mut self) -> Option<(&mut TcpStream, &mut BytesMut)> {
+    fn io(&mut self) -> Option<(&mut Stream, &mut BytesMut)> {
         self.conn.as_mut().map(|c| (&mut c.stream, &mut c.buf))
     }
 
@@ -103,7 +103,7 @@ mod tests {
             }
         });
         let conn = UpstreamConn {
-            stream: ours,
+            stream: super::Stream::Plain(ours),
             buf: crate::http1::scratch::read_buffer(),
             out: Vec::new(),
             reused: false,

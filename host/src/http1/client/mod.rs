@@ -7,10 +7,13 @@
 //! response head, and hands the connection to the response body, which
 //! returns it to the pool after the last byte. No connection task, no
 //! channel, no copy of the headers per attempt; retries re-encode the same
-//! parts. Pools are per backend address and outlive config reloads.
+//! parts. Pools are per backend address (and TLS settings) and outlive
+//! config reloads; a pool knows whether its backend speaks TLS, so a
+//! pooled TLS connection is reused exactly like a plain one.
 
 mod body;
 mod pool;
+mod stream;
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use tokio::net::TcpStream;
 
 pub use body::{BackendEnd, UpstreamBody, upstream_body};
 pub use pool::ConnPool;
+pub use stream::{Stream, TlsTarget};
 
 use super::encode::{BodyFraming, encode_request_head, framing_for};
 use super::response::{self, LeanHead, ResponseHead, parse_response_head};
@@ -55,7 +59,7 @@ impl Outbound {
 
 /// An open connection to a backend.
 pub struct UpstreamConn {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read but not consumed yet; freed while the connection sits in
     /// the pool.
     buf: bytes::BytesMut,
@@ -95,6 +99,8 @@ impl UpstreamConn {
 pub enum UpstreamError {
     #[error("connect failed: {0}")]
     Connect(io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     #[error("connection failed before the response: {source}")]
     Io {
         /// On a reused connection with nothing received: the backend closed
@@ -114,25 +120,41 @@ impl UpstreamError {
     }
 }
 
-/// Opens a connection to `authority` within `timeout`.
+/// Opens a connection to `authority` within `timeout`: TCP, then the TLS
+/// handshake when `tls` says so (both within the one timeout).
 pub async fn connect(
     authority: &Authority,
+    tls: Option<&TlsTarget>,
     timeout: Duration,
 ) -> Result<UpstreamConn, UpstreamError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no connection within {}",
+                humantime::format_duration(timeout)
+            ),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(authority.as_str())).await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-        Err(_) => {
-            return Err(UpstreamError::Connect(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no connection within {}",
-                    humantime::format_duration(timeout)
-                ),
-            )));
+        Err(_) => return Err(UpstreamError::Connect(timed_out())),
+    };
+    let _ = tcp.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(target) => {
+            let handshake = target.connector.connect(target.name.clone(), tcp);
+            match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                Ok(Err(e)) => return Err(UpstreamError::Tls(e)),
+                Err(_) => return Err(UpstreamError::Tls(timed_out())),
+            }
         }
     };
-    let _ = stream.set_nodelay(true);
     Ok(UpstreamConn {
         stream,
         buf: bytes::BytesMut::new(),
@@ -160,8 +182,17 @@ pub async fn exchange(
             source,
         });
     }
-    if let Some(body) = body {
-        send_body(conn, body, framing).await?;
+    match body {
+        Some(body) => send_body(conn, body, framing).await?,
+        // A no-op on TCP; TLS may hold back what the socket did not take.
+        None => conn
+            .stream
+            .flush()
+            .await
+            .map_err(|source| UpstreamError::Io {
+                stale: stale_on(conn, false),
+                source,
+            })?,
     }
     read_head(conn, |buf| parse_response_head(buf, &head.method)).await
 }
@@ -209,7 +240,11 @@ pub async fn send_encoded(
     let now = Instant::now();
     let exchange = async |conn: &mut UpstreamConn| {
         conn.busy();
-        if let Err(source) = conn.stream.write_all(request).await {
+        let written = match conn.stream.write_all(request).await {
+            Ok(()) => conn.stream.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(source) = written {
             return Err(UpstreamError::Io {
                 stale: conn.reused,
                 source,
@@ -227,7 +262,7 @@ pub async fn send_encoded(
             Err(e) => return Err(e),
         }
     }
-    let mut conn = connect(authority, connect_timeout).await?;
+    let mut conn = connect(authority, pool.tls(), connect_timeout).await?;
     let head = exchange(&mut conn).await?;
     Ok((conn, head))
 }
@@ -283,6 +318,7 @@ async fn send_body(
     if framing == BodyFraming::Chunked {
         conn.stream.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
     }
+    conn.stream.flush().await.map_err(io_err)?;
     Ok(())
 }
 
@@ -310,7 +346,7 @@ pub async fn send(
             Err(e) => return Err(e),
         }
     }
-    let mut conn = connect(authority, connect_timeout).await?;
+    let mut conn = connect(authority, pool.tls(), connect_timeout).await?;
     let response = exchange(&mut conn, head, body).await?;
     Ok((conn, response))
 }

@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::UpstreamConn;
+use super::{TlsTarget, UpstreamConn};
 use crate::http1::scratch::IDLE_RELEASE;
 
 /// Idle connections kept per backend: enough for the concurrency a backend
@@ -26,34 +26,46 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 #[derive(Default)]
 pub struct ConnPool {
     idle: Mutex<Vec<UpstreamConn>>,
+    /// How new connections speak TLS, for a backend that does.
+    tls: Option<TlsTarget>,
 }
 
 impl std::fmt::Debug for ConnPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnPool")
             .field("idle", &self.idle())
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 /// Whether an idle connection can carry a request sent `now`: not too old,
-/// and not readable — without a syscall unless the reactor has seen the
-/// socket become readable, which for an idle connection means the backend
-/// closed it or sent garbage; either way it is unusable.
-fn usable(conn: &UpstreamConn, now: Instant) -> bool {
-    if now.saturating_duration_since(conn.last_sent) > IDLE_TIMEOUT {
-        return false;
-    }
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// and nothing to read — which for an idle connection means the backend
+/// closed it or sent garbage; either way it is unusable (see
+/// `Stream::idle_usable`).
+fn usable(conn: &mut UpstreamConn, now: Instant) -> bool {
+    now.saturating_duration_since(conn.last_sent) <= IDLE_TIMEOUT && conn.stream.idle_usable()
 }
 
 impl ConnPool {
+    /// A pool for a backend spoken to in TLS as `tls` says.
+    pub fn with_tls(tls: TlsTarget) -> Self {
+        ConnPool {
+            idle: Mutex::default(),
+            tls: Some(tls),
+        }
+    }
+
+    /// How new connections of this pool speak TLS, if they do.
+    pub fn tls(&self) -> Option<&TlsTarget> {
+        self.tls.as_ref()
+    }
+
     /// A live idle connection, if any, for a request sent `now`.
     pub fn checkout(&self, now: Instant) -> Option<UpstreamConn> {
         let mut idle = self.lock();
         while let Some(mut conn) = idle.pop() {
-            if usable(&conn, now) {
+            if usable(&mut conn, now) {
                 conn.reused = true;
                 conn.last_sent = now;
                 return Some(conn);
@@ -76,7 +88,7 @@ impl ConnPool {
     pub fn sweep(&self, now: Instant) -> usize {
         let mut idle = self.lock();
         let before = idle.len();
-        idle.retain(|conn| usable(conn, now));
+        idle.retain_mut(|conn| usable(conn, now));
         for conn in idle.iter_mut() {
             if now.saturating_duration_since(conn.last_sent) >= IDLE_RELEASE {
                 conn.rest();

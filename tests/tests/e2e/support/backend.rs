@@ -107,6 +107,16 @@ impl TestBackend {
             .unwrap_or(0)
     }
 
+    /// The headers of the latest request.
+    pub fn last_headers(&self) -> HeaderMap {
+        self.ctl
+            .last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a request reached the backend")
+    }
+
     pub fn set_status(&self, s: u16) {
         self.ctl.status.store(s, SeqCst);
     }

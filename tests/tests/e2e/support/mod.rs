@@ -6,10 +6,12 @@ pub mod backend;
 pub mod client;
 pub mod load;
 pub mod origin;
+pub mod pebble;
 pub mod proxy;
 pub mod receiver;
 pub mod redis;
 pub mod rest;
+pub mod tls;
 
 pub use backend::TestBackend;
 pub use client::{Http, get, request};

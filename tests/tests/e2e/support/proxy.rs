@@ -20,6 +20,8 @@ pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener, with `[tls]`.
+    pub tls: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     pub dir: TempDir,
     pub config_path: PathBuf,
@@ -56,7 +58,7 @@ impl Proxy {
                 sink.lock().unwrap().push(line);
             }
         });
-        let (mut addr, mut admin) = (None, None);
+        let (mut addr, mut admin, mut tls) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while addr.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -76,11 +78,16 @@ impl Proxy {
             if let Some(a) = line.split("admin listening on ").nth(1) {
                 admin = a.trim().parse().ok();
             }
+            // Logged before the admin listener's line.
+            if let Some(a) = line.split("HTTPS listening on ").nth(1) {
+                tls = a.trim().parse().ok();
+            }
         }
         Proxy {
             child,
             addr: addr.unwrap(),
             admin: admin.unwrap(),
+            tls,
             logs,
             dir,
             config_path,
