@@ -2,6 +2,7 @@
 //! revalidates, collapses concurrent misses, stores what it may, and
 //! invalidates after unsafe methods.
 
+use crate::http1::tunnel::UpgradeRequested;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,7 +82,9 @@ where
     }
 
     fn call(&mut self, ex: Exchange) -> Self::Future {
-        let Some(settings) = ex.route.cache.clone() else {
+        let upgrade = ex.request.extensions().get::<UpgradeRequested>().is_some();
+        let Some(settings) = ex.route.cache.clone().filter(|_| !upgrade) else {
+            // An upgrade is never answered from the cache.
             return Either::Left(self.inner.call(ex));
         };
         let store = ex.state.cache.clone();

@@ -134,6 +134,9 @@ pub struct TimeoutsSection {
     pub client_idle: Dur,
     /// On shutdown or listener change, how long in-flight requests may finish.
     pub drain: Dur,
+    /// An upgraded connection (WebSocket) closes after this long with no
+    /// byte either way.
+    pub tunnel_idle: Dur,
 }
 
 impl Default for TimeoutsSection {
@@ -147,6 +150,8 @@ impl Default for TimeoutsSection {
             request: Dur::secs(60),
             client_idle: Dur::secs(60),
             drain: Dur::secs(30),
+            // Envoy's idle timeout for upgraded streams and TCP proxying.
+            tunnel_idle: Dur::secs(3600),
         }
     }
 }

@@ -88,6 +88,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         ("request", t.request),
         ("client_idle", t.client_idle),
         ("drain", t.drain),
+        ("tunnel_idle", t.tunnel_idle),
     ] {
         p.positive(format!("timeouts.{name}"), d.is_zero());
     }

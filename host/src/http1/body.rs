@@ -8,6 +8,11 @@
 //! ` 5`, `5 ` and `0x5` are refused; whitespace may only precede a `;`
 //! extension), every line ends in CRLF (a bare LF is refused), and
 //! extensions and trailers are bounded.
+//!
+//! Trailers (the fields after the last chunk) are parsed, held to the same
+//! field grammar as a head, and handed on as a trailers frame; fields that
+//! must not be trailers (RFC 9110 §6.5.1: framing, routing, connection
+//! control, content metadata, authentication) are dropped.
 
 use std::io;
 use std::task::{Context, Poll, ready};
@@ -20,9 +25,10 @@ use super::BoxError;
 
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 8 * 1024;
-/// Most trailer bytes accepted after the last chunk (they are not
-/// forwarded, only read past).
-const MAX_TRAILERS: u32 = 16 * 1024;
+/// Most trailer bytes accepted after the last chunk.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer fields accepted.
+const MAX_TRAILER_FIELDS: usize = 64;
 /// Most hex digits of a chunk size: 16 fill a `u64`.
 const MAX_SIZE_DIGITS: usize = 16;
 
@@ -33,8 +39,8 @@ pub enum Decoder {
     ChunkSize,
     ChunkData(u64),
     ChunkEnd,
-    /// Trailer bytes seen so far.
-    Trailers(u32),
+    /// After the last chunk: the trailer section, then the end.
+    Trailers,
     UntilClose,
     Done,
 }
@@ -43,6 +49,8 @@ pub enum Decoder {
 #[derive(Debug)]
 pub enum Decoded {
     Data(Bytes),
+    /// The trailer fields; the body is complete.
+    Trailers(http::HeaderMap),
     /// More bytes must be read before anything can be decoded.
     NeedMore,
     /// The body is complete.
@@ -94,23 +102,15 @@ impl Decoder {
                     buf.advance(2);
                     *self = Decoder::ChunkSize;
                 }
-                Decoder::Trailers(seen) => {
-                    let Some(line) = take_line(buf)? else {
+                Decoder::Trailers => {
+                    let Some(section) = trailer_section(buf)? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    // Trailers are not forwarded; the blank line ends the body.
-                    if line.is_empty() {
-                        *self = Decoder::Done;
+                    *self = Decoder::Done;
+                    if section.is_empty() {
                         return Ok(Decoded::End);
                     }
-                    let seen = seen.saturating_add(line.len() as u32 + 2);
-                    if seen > MAX_TRAILERS {
-                        return Err(invalid("trailer section too large"));
-                    }
-                    if !line.contains(&b':') || line[0] == b' ' || line[0] == b'\t' {
-                        return Err(invalid("invalid trailer line"));
-                    }
-                    *self = Decoder::Trailers(seen);
+                    return Ok(Decoded::Trailers(parse_trailers(&section)?));
                 }
                 Decoder::ChunkSize => {
                     let Some(line) = take_line(buf)? else {
@@ -118,7 +118,7 @@ impl Decoder {
                     };
                     let size = chunk_size(&line).ok_or_else(|| invalid("invalid chunk size"))?;
                     *self = if size == 0 {
-                        Decoder::Trailers(0)
+                        Decoder::Trailers
                     } else {
                         Decoder::ChunkData(size)
                     };
@@ -161,6 +161,83 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         let v = (*d as char).to_digit(16)?;
         Some((n << 4) | u64::from(v))
     })
+}
+
+/// The trailer section after the last chunk, once all of it is buffered:
+/// empty for none (a bare CRLF), else the field lines with their CRLFs and
+/// the blank line. A bare LF anywhere in it is refused.
+fn trailer_section(buf: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
+    let end = if buf.starts_with(b"\r\n") {
+        Some(2)
+    } else {
+        buf.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| at + 4)
+    };
+    let seen = end.unwrap_or(buf.len());
+    let bare_lf = buf[..seen]
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || buf[i - 1] != b'\r'));
+    if bare_lf {
+        return Err(invalid("bare LF in chunked framing"));
+    }
+    match end {
+        Some(2) => {
+            buf.advance(2);
+            Ok(Some(Bytes::new()))
+        }
+        Some(n) => Ok(Some(buf.split_to(n).freeze())),
+        None if buf.len() > MAX_TRAILERS => Err(invalid("trailer section too large")),
+        None => Ok(None),
+    }
+}
+
+/// Whether a field may travel as a trailer (RFC 9110 §6.5.1): not one
+/// that frames, routes, controls the connection, describes the content or
+/// authenticates.
+pub fn allowed_in_trailers(name: &http::HeaderName) -> bool {
+    use http::header::*;
+    !matches!(
+        *name,
+        CONTENT_LENGTH
+            | TRANSFER_ENCODING
+            | HOST
+            | CONNECTION
+            | TE
+            | TRAILER
+            | UPGRADE
+            | CONTENT_ENCODING
+            | CONTENT_TYPE
+            | CONTENT_RANGE
+            | AUTHORIZATION
+            | PROXY_AUTHORIZATION
+            | SET_COOKIE
+            | CACHE_CONTROL
+            | EXPECT
+            | RANGE
+    ) && name.as_str() != "keep-alive"
+        && name.as_str() != "proxy-connection"
+}
+
+/// The fields of a trailer section, by the head's field grammar.
+fn parse_trailers(section: &[u8]) -> Result<http::HeaderMap, BoxError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+    let (_, parsed) = match httparse::parse_headers(section, &mut fields) {
+        Ok(httparse::Status::Complete(done)) => done,
+        Ok(httparse::Status::Partial) | Err(_) => return Err(invalid("invalid trailer section")),
+    };
+    let mut map = http::HeaderMap::with_capacity(parsed.len());
+    for field in parsed {
+        let name = http::HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| invalid("invalid trailer name"))?;
+        let value = http::HeaderValue::from_bytes(field.value)
+            .map_err(|_| invalid("invalid trailer value"))?;
+        if allowed_in_trailers(&name) {
+            map.append(name, value);
+        }
+    }
+    Ok(map)
 }
 
 /// A complete CRLF-terminated line from the buffer, without the CRLF. A
@@ -206,11 +283,14 @@ pub fn poll_body<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
-) -> Poll<Result<Option<Bytes>, BoxError>> {
+) -> Poll<Result<Option<http_body::Frame<Bytes>>, BoxError>> {
     let mut eof = false;
     loop {
         match decoder.decode(buf, eof)? {
-            Decoded::Data(data) => return Poll::Ready(Ok(Some(data))),
+            Decoded::Data(data) => return Poll::Ready(Ok(Some(http_body::Frame::data(data)))),
+            Decoded::Trailers(map) => {
+                return Poll::Ready(Ok(Some(http_body::Frame::trailers(map))));
+            }
             Decoded::End => return Poll::Ready(Ok(None)),
             Decoded::NeedMore if eof => {
                 return Poll::Ready(Err(invalid("the connection closed mid-body")));
@@ -272,7 +352,7 @@ impl<S: BodySource + Unpin> http_body::Body for FramedBody<S> {
         } else if this.decoder == Decoder::Done {
             this.source.finish(true);
         }
-        Poll::Ready(next.transpose().map(|d| d.map(http_body::Frame::data)))
+        Poll::Ready(next.transpose())
     }
 
     fn is_end_stream(&self) -> bool {
@@ -294,10 +374,45 @@ mod tests {
         loop {
             match d.decode(&mut buf, true)? {
                 Decoded::Data(b) => out.extend_from_slice(&b),
-                Decoded::End => return Ok(out),
+                Decoded::End | Decoded::Trailers(_) => return Ok(out),
                 Decoded::NeedMore => unreachable!("eof given"),
             }
         }
+    }
+
+    #[test]
+    fn trailers_are_parsed_and_fields_that_must_not_trail_are_dropped() {
+        let mut d = Decoder::ChunkSize;
+        let mut buf = BytesMut::from(
+            &b"2\r\nhi\r\n0\r\ngrpc-status: 0\r\ncontent-length: 9\r\nx-sum: abc\r\n\r\nNEXT"[..],
+        );
+        assert!(matches!(d.decode(&mut buf, false), Ok(Decoded::Data(_))));
+        let Ok(Decoded::Trailers(map)) = d.decode(&mut buf, false) else {
+            panic!("trailers expected");
+        };
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["grpc-status"], "0");
+        assert_eq!(map["x-sum"], "abc");
+        assert_eq!(&buf[..], b"NEXT", "the next message is left in place");
+        assert!(matches!(d.decode(&mut buf, false), Ok(Decoded::End)));
+
+        for bad in [
+            &b"0\r\nx: 1\n\r\n"[..],
+            b"0\r\nbad name: 1\r\n\r\n",
+            b"0\r\n folded: 1\r\n\r\n",
+        ] {
+            let mut d = Decoder::ChunkSize;
+            let mut buf = BytesMut::from(bad);
+            assert!(
+                d.decode(&mut buf, true).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // No trailers: CRLF right after the last chunk.
+        let mut d = Decoder::ChunkSize;
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert!(matches!(d.decode(&mut buf, false), Ok(Decoded::End)));
     }
 
     #[test]
@@ -331,7 +446,7 @@ mod tests {
                 .map_err(|e| e.to_string())?
             {
                 Decoded::Data(b) => out.extend_from_slice(&b),
-                Decoded::End => return Ok(out),
+                Decoded::End | Decoded::Trailers(_) => return Ok(out),
                 Decoded::NeedMore => match rest.take() {
                     Some(r) => buf.extend_from_slice(r),
                     None => return Err("needs more after the end of input".into()),

@@ -77,7 +77,7 @@ fn ours(raw: &[u8]) -> Ours {
         loop {
             match decoder.decode(&mut buf, true) {
                 Ok(Decoded::Data(d)) => body.extend_from_slice(&d),
-                Ok(Decoded::End) => break,
+                Ok(Decoded::End | Decoded::Trailers(_)) => break,
                 Ok(Decoded::NeedMore) => return Ours::Refused("incomplete body".into()),
                 Err(e) => return Ours::Refused(e.to_string()),
             }

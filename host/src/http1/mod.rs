@@ -19,6 +19,7 @@ pub mod response;
 pub mod rules;
 mod scratch;
 pub mod server;
+pub mod tunnel;
 
 #[cfg(test)]
 mod differential;

@@ -74,6 +74,9 @@ pub struct RequestHead {
     /// Whether the connection may carry another request afterwards.
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// The client asks to switch protocols (`Connection: upgrade` with an
+    /// `Upgrade` header, HTTP/1.1, no body): see `super::tunnel`.
+    pub upgrade: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +163,7 @@ pub fn parse_request(
     spans.record(req.headers, base);
     let mut connection = ConnectionTokens::default();
     let mut codings = Codings::default();
-    let (mut length, mut expect) = (None, false);
+    let (mut length, mut expect, mut upgrade) = (None, false, false);
     let mut host: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -180,6 +183,8 @@ pub fn parse_request(
             length = Some(content_length(h.value)?);
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect = lists_token(h.value, "100-continue");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = !h.value.trim_ascii().is_empty();
         }
     }
     let body = match (codings.present, length) {
@@ -233,6 +238,7 @@ pub fn parse_request(
         body,
         keep_alive: connection.persistent(version == Version::HTTP_10),
         expect_continue: expect && version == Version::HTTP_11,
+        upgrade: upgrade && connection.upgrade && version == Version::HTTP_11 && body.is_none(),
     }))
 }
 

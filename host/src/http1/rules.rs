@@ -94,6 +94,7 @@ impl Codings {
 pub struct ConnectionTokens {
     pub close: bool,
     pub keep_alive: bool,
+    pub upgrade: bool,
 }
 
 impl ConnectionTokens {
@@ -102,6 +103,7 @@ impl ConnectionTokens {
             let token = token.trim_ascii();
             self.close |= token.eq_ignore_ascii_case(b"close");
             self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
         }
     }
 

@@ -50,6 +50,7 @@ use super::encode::itoa;
 use super::request::{KnownHost, Origin, RequestError, RequestHead, parse_request};
 use super::rules::lists_token;
 use super::scratch::{MAX_PENDING, WriteSpace, read_buffer, rest};
+use super::tunnel::{UpgradeRequested, UpgradeSlot, Upgraded};
 use super::{BoxBody, BoxError, empty_body};
 
 /// What serves the requests of a connection. It is also a hyper service,
@@ -327,16 +328,21 @@ where
 {
     let received = Instant::now();
     let RequestHead {
-        parts,
+        mut parts,
         body,
         keep_alive,
         expect_continue,
+        upgrade,
     } = *head;
+    if upgrade {
+        parts.extensions.insert(UpgradeRequested);
+    }
     let facts = Facts {
         head: parts.method == Method::HEAD,
         http10: parts.version == Version::HTTP_10,
         keep_alive,
         received,
+        trailers: accepts_trailers(&parts.headers),
     };
     // `Expect: 100-continue`: the body asks for it when first read, and
     // this loop, which owns the writing side, sends it.
@@ -359,6 +365,13 @@ where
         // Boxed: the rare path does not grow every request's future.
         Some(ask) => Box::pin(answering_continue(handled, &ask, writer)).await,
     };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let (Some(r), Some(slot)) = (reader.take(), response.extensions().get::<UpgradeSlot>())
+        && let Some(up) = slot.take()
+    {
+        // Boxed: only upgraded connections carry the tunnel's state.
+        return Box::pin(switch(r, writer, response, &facts, up)).await;
+    }
     let written = write_response(writer, &mut WriteSpace::new(), response, &facts).await;
     let keep = match written {
         Ok(keep) => keep,
@@ -380,6 +393,33 @@ where
         }
     }
     reader.filter(|_| keep)
+}
+
+/// Writes the `101` and runs the tunnel until it closes; the connection
+/// carries nothing after it.
+async fn switch<R, W>(
+    r: Reader<R>,
+    writer: &mut W,
+    response: Response<BoxBody>,
+    facts: &Facts,
+    up: Upgraded,
+) -> Option<Reader<R>>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Unpin,
+{
+    if let Err(e) = write_response(writer, &mut WriteSpace::new(), response, facts).await {
+        tracing::debug!("writing 101 to the client failed: {e}");
+        (up.done)(super::tunnel::TunnelStats {
+            to_backend: 0,
+            to_client: 0,
+            duration: Duration::ZERO,
+            ended_by: "error",
+        });
+        return None;
+    }
+    super::tunnel::run(r.half, r.buf, writer, up).await;
+    None
 }
 
 /// Reads until a request head is complete, or something else happens.
@@ -548,6 +588,18 @@ struct Facts {
     http10: bool,
     keep_alive: bool,
     received: Instant,
+    /// The client sent `TE: trailers`: a chunked response carries the
+    /// body's trailers (otherwise they are dropped, as RFC 9110 §6.5.1
+    /// allows).
+    trailers: bool,
+}
+
+/// Whether a request's `TE` lists `trailers`.
+pub fn accepts_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| lists_token(v.as_bytes(), "trailers"))
 }
 
 /// Writes a response; `Ok(true)`: the connection can carry another request.
@@ -571,6 +623,8 @@ struct Plan {
     bodyless: bool,
     chunked: bool,
     length: Option<u64>,
+    /// Trailers are written (chunked, and the client accepts them).
+    trailers: bool,
 }
 
 /// Encodes a response head into `out`: framing from the body's known
@@ -593,6 +647,7 @@ fn encode_response_head(
         body.size_hint().exact()
     };
     let chunked = !bodyless && length.is_none() && !req.http10;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut keep = req.keep_alive && (bodyless || length.is_some() || chunked);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -630,7 +685,9 @@ fn encode_response_head(
         append_date(out, req.received);
         out.extend_from_slice(b"\r\n");
     }
-    if !keep {
+    if switching {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     } else if req.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
@@ -641,6 +698,7 @@ fn encode_response_head(
         bodyless,
         chunked,
         length,
+        trailers: chunked && req.trailers,
     }
 }
 
@@ -657,6 +715,7 @@ async fn write_body<W: AsyncWrite + Unpin>(
         bodyless,
         chunked,
         length,
+        trailers,
     } = plan;
     if bodyless || length == Some(0) {
         writer.write_all(out).await?;
@@ -668,6 +727,7 @@ async fn write_body<W: AsyncWrite + Unpin>(
     pending.clear();
     let mut head_written = false;
     let mut sent = 0u64;
+    let mut trailer_lines = None;
     loop {
         // Whatever is ready right away goes out in the same write as the head.
         let next = match body.frame().now_or_never() {
@@ -682,8 +742,16 @@ async fn write_body<W: AsyncWrite + Unpin>(
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Err(io::Error::other(e)),
         };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not forwarded
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(map) = frame.into_trailers()
+                    && trailers
+                {
+                    trailer_lines = Some(encode_trailers(&map));
+                }
+                continue;
+            }
         };
         if data.is_empty() {
             continue;
@@ -701,11 +769,31 @@ async fn write_body<W: AsyncWrite + Unpin>(
         }
     }
     if chunked {
-        pending.push(Bytes::from_static(b"0\r\n\r\n"));
+        match trailer_lines {
+            Some(lines) => pending.push(lines),
+            None => pending.push(Bytes::from_static(b"0\r\n\r\n")),
+        }
     }
     flush(writer, out, &mut head_written, pending).await?;
     // A body shorter than it declared leaves the client waiting: close.
     Ok(keep && length.is_none_or(|n| n == sent))
+}
+
+/// The last chunk with trailer fields, as the chunked coding ends with
+/// them; fields that must not trail are left out.
+pub fn encode_trailers(map: &http::HeaderMap) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in map {
+        if super::body::allowed_in_trailers(name) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
 }
 
 /// Writes the head (once) and the pending pieces in one vectored write.
@@ -763,6 +851,7 @@ async fn write_local<W: AsyncWrite + Unpin>(
         http10: false,
         keep_alive: false,
         received: Instant::now(),
+        trailers: false,
     };
     write_response(writer, &mut WriteSpace::new(), response, &facts).await
 }

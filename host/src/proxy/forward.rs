@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError};
 
 use super::error::ProxyError;
@@ -20,6 +20,7 @@ use crate::clock;
 use crate::config::HashKey;
 use crate::health::{Outcome, record_outcome};
 use crate::http1::client::{self as upstream, Outbound, UpstreamError};
+use crate::http1::tunnel::{TunnelStats, UpgradeRequested, UpgradeSlot, Upgraded};
 
 /// Counts one request in flight on a backend (and its upstream) for as long
 /// as it lives: until the response body's last byte, when the wire layer
@@ -54,6 +55,33 @@ impl Drop for InFlight {
     }
 }
 
+/// An upgraded connection, open: counted in flight on its backend (so
+/// least-connections sees it) and in `switchyard_tunnels_open` until it
+/// closes — or until it is dropped unopened, if the client went away.
+struct OpenTunnel {
+    guard: InFlight,
+}
+
+impl OpenTunnel {
+    fn new(guard: InFlight) -> Self {
+        guard.upstream.metrics.tunnels_open.increment(1.0);
+        OpenTunnel { guard }
+    }
+
+    fn close(self, stats: TunnelStats) {
+        let m = &self.guard.upstream.metrics;
+        m.tunnel_bytes_to_backend.increment(stats.to_backend);
+        m.tunnel_bytes_to_client.increment(stats.to_client);
+        m.tunnel_duration.record(stats.duration.as_secs_f64());
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.guard.upstream.metrics.tunnels_open.decrement(1.0);
+    }
+}
+
 /// One try of a request against one backend.
 pub struct Attempt {
     /// The request head, shared by every attempt of one request.
@@ -68,6 +96,8 @@ pub struct Attempt {
     /// The whole exchange's deadline, which also bounds this attempt.
     pub deadline: Instant,
     pub hash: Option<u64>,
+    /// `timeouts.tunnel_idle`, for an upgrade.
+    pub tunnel_idle: Duration,
 }
 
 /// A backend's response and which backend sent it.
@@ -203,6 +233,41 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
     let done = clock::ns_of(sent + elapsed);
     let addr = || backend.addr.to_string();
     match result {
+        Ok(Ok((conn, head))) if head.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+            backend.state.ewma.observe(elapsed, done);
+            if attempt
+                .head
+                .parts
+                .extensions
+                .get::<UpgradeRequested>()
+                .is_none()
+            {
+                // Not asked for: the backend speaks something else now.
+                record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
+                return Err(ProxyError::Backend {
+                    backend: idx,
+                    addr: addr(),
+                    source: "the backend switched protocols without being asked".into(),
+                });
+            }
+            record_outcome(&upstream, idx, Outcome::Response(101), elapsed, done);
+            let mut parts = head.parts;
+            prepare_response(&mut parts);
+            let (stream, leftover) = conn.into_io();
+            let tunnel = OpenTunnel::new(guard);
+            let up = Upgraded {
+                backend: stream,
+                leftover: leftover.freeze(),
+                idle: attempt.tunnel_idle,
+                done: Box::new(move |stats| tunnel.close(stats)),
+            };
+            let mut response = Response::from_parts(parts, super::empty_body());
+            response.extensions_mut().insert(UpgradeSlot::new(up));
+            Ok(Forwarded {
+                response,
+                backend: idx,
+            })
+        }
         Ok(Ok((conn, head))) => {
             backend.state.ewma.observe(elapsed, done);
             let status = head.parts.status.as_u16();

@@ -19,6 +19,8 @@ use http::{Version, request, response};
 
 use super::ConnInfo;
 use crate::http1::encode::is_managed;
+use crate::http1::server::accepts_trailers;
+use crate::http1::tunnel::UpgradeRequested;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -126,6 +128,15 @@ fn kept_or_set(out: &mut Vec<u8>, headers: &HeaderMap, name: &HeaderName, ours: 
 /// client's own lines for these headers are left out by the encoder (see
 /// [`replaced_by_proxy`]).
 pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
+    // `TE: trailers` is hop-by-hop, but says the same of every hop: the
+    // client takes trailers, so the backend may send them (gRPC needs it).
+    let trailers = accepts_trailers(&parts.headers);
+    // An upgrade keeps its `Upgrade` (the protocol asked for) and says so
+    // in `Connection`; any other request's `Upgrade` is hop-by-hop.
+    let upgrade = parts
+        .extensions
+        .get::<UpgradeRequested>()
+        .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
     remove_hop_by_hop(&mut parts.headers);
     let authority = parts
         .uri
@@ -172,11 +183,48 @@ pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
         out.extend_from_slice(b"\r\nvia: ");
         out.extend_from_slice(via.as_bytes());
         out.extend_from_slice(b"\r\n");
-        return out;
+    } else {
+        trusted_forwarding(
+            &mut out,
+            &parts.headers,
+            ip,
+            v6,
+            authority,
+            quote_host,
+            proto,
+        );
+        appended(
+            &mut out,
+            &parts.headers,
+            &header::VIA,
+            false,
+            &[via.as_bytes()],
+        );
     }
-    let headers = &parts.headers;
-    appended(&mut out, headers, &X_FORWARDED_FOR, true, &[ip]);
-    kept_or_set(&mut out, headers, &X_REAL_IP, ip);
+    if trailers {
+        out.extend_from_slice(b"te: trailers\r\n");
+    }
+    if let Some(protocol) = upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        out.extend_from_slice(protocol.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The forwarding lines for a trusted peer: its chain appended to, its
+/// host, proto and real IP kept.
+fn trusted_forwarding(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    ip: &[u8],
+    v6: bool,
+    authority: &[u8],
+    quote_host: bool,
+    proto: &[u8],
+) {
+    appended(out, headers, &X_FORWARDED_FOR, true, &[ip]);
+    kept_or_set(out, headers, &X_REAL_IP, ip);
     let q: &[u8] = if quote_host { b"\"" } else { b"" };
     let ours = [
         &b"for="[..],
@@ -190,16 +238,22 @@ pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
         b";proto=",
         proto,
     ];
-    appended(&mut out, headers, &header::FORWARDED, true, &ours);
-    kept_or_set(&mut out, headers, &X_FORWARDED_HOST, authority);
-    kept_or_set(&mut out, headers, &X_FORWARDED_PROTO, proto);
-    appended(&mut out, headers, &header::VIA, false, &[via.as_bytes()]);
-    out
+    appended(out, headers, &header::FORWARDED, true, &ours);
+    kept_or_set(out, headers, &X_FORWARDED_HOST, authority);
+    kept_or_set(out, headers, &X_FORWARDED_PROTO, proto);
 }
 
-/// Rewrites a backend response's headers for the client.
+/// Rewrites a backend response's headers for the client. A `101` keeps
+/// its `Upgrade` (the protocol switched to); the wire layer writes its
+/// `Connection: upgrade`.
 pub fn prepare_response(parts: &mut response::Parts) {
+    let upgrade = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
     remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
     parts.headers.append(header::VIA, via_value(parts.version));
 }
 

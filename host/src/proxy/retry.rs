@@ -143,6 +143,7 @@ impl Service<Exchange> for Retry {
             .deposit(clock::ns_of(ex.received) / 1_000_000);
         let policy = &upstream.retry;
         let timeout = ex.state.timeouts.backend_response.get();
+        let tunnel_idle = ex.state.timeouts.tunnel_idle.get();
         let hash = hash_of(&upstream, &ex.request, &ex.conn);
         let bodiless = ex.request.body().is_end_stream();
         let retryable = policy.attempts > 1
@@ -163,6 +164,7 @@ impl Service<Exchange> for Retry {
             timeout,
             deadline,
             hash,
+            tunnel_idle,
         };
 
         if !retryable {

@@ -37,6 +37,9 @@ pub mod names {
     pub const BREAKER_REJECTIONS: &str = "switchyard_breaker_rejections_total";
     pub const NO_HEALTHY_BACKEND: &str = "switchyard_no_healthy_backend_total";
     pub const PANIC_ROUTED: &str = "switchyard_panic_mode_requests_total";
+    pub const TUNNELS_OPEN: &str = "switchyard_tunnels_open";
+    pub const TUNNEL_BYTES: &str = "switchyard_tunnel_bytes_total";
+    pub const TUNNEL_DURATION: &str = "switchyard_tunnel_duration_seconds";
 }
 
 /// Index of a response in [`StatusCounters`]: 1xx..5xx, then `error` for no
@@ -135,6 +138,12 @@ pub struct UpstreamMetrics {
     pub breaker_rejections: Counter,
     pub no_healthy_backend: Counter,
     pub panic_routed: Counter,
+    /// Upgraded connections (WebSocket) open now, and when they close,
+    /// their bytes each way and how long they lasted.
+    pub tunnels_open: metrics::Gauge,
+    pub tunnel_bytes_to_backend: Counter,
+    pub tunnel_bytes_to_client: Counter,
+    pub tunnel_duration: Histogram,
 }
 
 impl UpstreamMetrics {
@@ -146,6 +155,18 @@ impl UpstreamMetrics {
             breaker_rejections: metrics::counter!(names::BREAKER_REJECTIONS, &labels),
             no_healthy_backend: metrics::counter!(names::NO_HEALTHY_BACKEND, &labels),
             panic_routed: metrics::counter!(names::PANIC_ROUTED, &labels),
+            tunnels_open: metrics::gauge!(names::TUNNELS_OPEN, &labels),
+            tunnel_bytes_to_backend: metrics::counter!(
+                names::TUNNEL_BYTES,
+                "upstream" => upstream.to_string(),
+                "direction" => "to_backend"
+            ),
+            tunnel_bytes_to_client: metrics::counter!(
+                names::TUNNEL_BYTES,
+                "upstream" => upstream.to_string(),
+                "direction" => "to_client"
+            ),
+            tunnel_duration: metrics::histogram!(names::TUNNEL_DURATION, &labels),
         }
     }
 }

@@ -13,6 +13,20 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// Tunnel lifetimes in seconds: from a refused handshake to a day-long
+/// WebSocket.
+pub const TUNNEL_BUCKETS: &[f64] = &[
+    0.1,
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4.0 * 3600.0,
+    24.0 * 3600.0,
+];
+
 /// Renders the process's metrics in the Prometheus text format.
 #[derive(Clone)]
 pub struct PrometheusExport {
@@ -32,6 +46,13 @@ pub fn install() -> PrometheusExport {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    // A full name is matched before a suffix.
+                    b.set_buckets_for_metric(
+                        Matcher::Full(super::names::TUNNEL_DURATION.into()),
+                        TUNNEL_BUCKETS,
+                    )
+                })
                 .expect("static bucket list is non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

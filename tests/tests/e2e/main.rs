@@ -17,4 +17,5 @@ mod plugins_live;
 mod reload;
 mod retry;
 mod tls;
+mod upgrade;
 mod wire;

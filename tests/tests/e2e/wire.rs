@@ -408,3 +408,37 @@ async fn the_cache_cannot_be_poisoned_across_hosts_over_http2() {
     assert_eq!((status, body.as_str()), (200, "from-b"));
     assert_eq!((a.hits("/x"), b.hits("/x")), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_trailers_reach_clients_that_accept_them() {
+    let backend = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Length: 99\r\n\r\n",
+    )
+    .await;
+    let cfg = config(&format!(
+        "[upstreams.app]\nbackends = [{{ address = \"{backend}\" }}]\n"
+    ));
+    let proxy = Proxy::start(&cfg);
+    let with_te = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        with_te.contains("transfer-encoding: chunked\r\n"),
+        "{with_te}"
+    );
+    // The trailer arrives; a framing field in the trailer section does not.
+    assert!(
+        with_te.ends_with("5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"),
+        "{with_te:?}"
+    );
+    let without = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!without.contains("x-checksum: abc"), "{without:?}");
+    assert!(without.ends_with("5\r\nhello\r\n0\r\n\r\n"), "{without:?}");
+}

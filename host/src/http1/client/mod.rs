@@ -18,7 +18,7 @@ mod stream;
 use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderName;
 use http::request;
 use http::uri::Authority;
@@ -86,6 +86,12 @@ impl UpstreamConn {
     fn rest(&mut self) {
         rest(&mut self.buf);
         self.out = Vec::new();
+    }
+
+    /// The connection and what was read past the last response head, for
+    /// a connection that switched protocols.
+    pub fn into_io(self) -> (Stream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// Whether bytes are buffered that no response claimed.
@@ -283,10 +289,15 @@ async fn send_body(
         BodyFraming::Length(n) => Some(n),
         _ => None,
     };
+    let mut trailers = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(UpstreamError::RequestBody)?;
-        let Ok(mut data) = frame.into_data() else {
-            continue;
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
         };
         if !data.has_remaining() {
             continue;
@@ -316,7 +327,11 @@ async fn send_body(
         ));
     }
     if framing == BodyFraming::Chunked {
-        conn.stream.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+        let last = match &trailers {
+            Some(map) => super::server::encode_trailers(map),
+            None => Bytes::from_static(b"0\r\n\r\n"),
+        };
+        conn.stream.write_all(&last).await.map_err(io_err)?;
     }
     conn.stream.flush().await.map_err(io_err)?;
     Ok(())

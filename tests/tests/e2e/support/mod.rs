@@ -12,6 +12,7 @@ pub mod receiver;
 pub mod redis;
 pub mod rest;
 pub mod tls;
+pub mod ws;
 
 pub use backend::TestBackend;
 pub use client::{Http, get, request};
