@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod http1;
+pub mod http2;
 pub mod loadgen;
 pub mod logging;
 pub mod optimize;

@@ -346,6 +346,20 @@ fn default_route_prefix() -> String {
     "/".into()
 }
 
+/// How an upstream's backends are spoken to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 over pooled keep-alive connections (and upgrades).
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// HTTP/2, multiplexed: prior knowledge over cleartext, ALPN `h2` over
+    /// TLS (a backend that does not agree fails the connection). gRPC
+    /// backends need it.
+    #[serde(rename = "h2")]
+    H2,
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -405,6 +419,9 @@ pub struct UpstreamSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub tls: Option<UpstreamTls>,
+    /// `"http1"` (default) or `"h2"`.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 static DEFAULT_OUTLIER: std::sync::LazyLock<OutlierSection> =

@@ -1,7 +1,8 @@
 //! Active health checks: one task per upstream that has a `[health]`
 //! section, probing every backend with `GET path` each interval, through
-//! the same HTTP/1.1 client and connection pool as proxied traffic — a
-//! backend cannot pass its checks on one HTTP stack and fail on another.
+//! the same client and connection pool as proxied traffic (HTTP/1.1, or
+//! HTTP/2 for `protocol = "h2"`) — a backend cannot pass its checks on one
+//! HTTP stack and fail on another.
 //!
 //! A backend goes unhealthy after `unhealthy_threshold` failed checks in a
 //! row and returns after `healthy_threshold` passed ones. A check passes when
@@ -129,28 +130,46 @@ async fn check(upstream: &Upstream, idx: usize, health: &HealthSection) -> Resul
         .body(())
         .map_err(|e| format!("bad check request: {e}"))?;
     let head = Outbound::plain(req.into_parts().0);
-    let pool = &upstream.pools[idx];
     let probe = async {
-        let (conn, response) = client::send(
-            pool,
-            &backend.authority,
-            upstream.connect_timeout,
-            &head,
-            None,
-            Instant::now(),
-        )
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-        let status = response.parts.status.as_u16();
-        let body = client::upstream_body(
-            conn,
-            response.framing,
-            response.keep_alive,
-            pool.clone(),
-            (),
-        );
-        // Read (a bounded amount of) the body so the connection is reused.
-        let _ = Limited::new(body, MAX_CHECK_BODY).collect().await;
+        let status = match upstream.h2.get(idx) {
+            Some(pool) => {
+                let request = crate::http2::to_h2(&head, upstream.tls, None)
+                    .map_err(|e| format!("bad check request: {e}"))?;
+                let (response, _stream) = pool
+                    .send(&backend.authority, upstream.connect_timeout, request)
+                    .await
+                    .map_err(|e| format!("request failed: {e}"))?;
+                let status = response.status().as_u16();
+                let _ = Limited::new(response.into_body(), MAX_CHECK_BODY)
+                    .collect()
+                    .await;
+                status
+            }
+            None => {
+                let pool = &upstream.pools[idx];
+                let (conn, response) = client::send(
+                    pool,
+                    &backend.authority,
+                    upstream.connect_timeout,
+                    &head,
+                    None,
+                    Instant::now(),
+                )
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+                let status = response.parts.status.as_u16();
+                let body = client::upstream_body(
+                    conn,
+                    response.framing,
+                    response.keep_alive,
+                    pool.clone(),
+                    (),
+                );
+                // Read (a bounded amount of) the body so the connection is reused.
+                let _ = Limited::new(body, MAX_CHECK_BODY).collect().await;
+                status
+            }
+        };
         if health.expected_statuses.iter().any(|r| r.contains(status)) {
             Ok(())
         } else {

@@ -41,6 +41,14 @@ pub enum ProxyError {
         addr: String,
         source: BoxError,
     },
+    /// The backend refused the request without processing it (an HTTP/2
+    /// stream above a GOAWAY's last id, or reset with REFUSED_STREAM).
+    #[error("backend {addr} refused the request unprocessed: {source}")]
+    Refused {
+        backend: usize,
+        addr: String,
+        source: BoxError,
+    },
     #[error("reading the client's request body failed: {0}")]
     ClientBody(BoxError),
     #[error("reading the backend's response body for the cache failed: {0}")]
@@ -61,6 +69,7 @@ impl ProxyError {
             | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Backend { .. }
+            | ProxyError::Refused { .. }
             | ProxyError::BackendBody(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -73,13 +82,24 @@ impl ProxyError {
         match self {
             ProxyError::Connect { backend, .. }
             | ProxyError::BackendTimeout { backend, .. }
+            | ProxyError::Refused { backend, .. }
             | ProxyError::Backend { backend, .. } => Some(*backend),
             _ => None,
         }
     }
 
+    /// Whether the backend certainly did not process the request (no
+    /// connection, or a refused stream): safe to send again, whatever the
+    /// method.
+    pub fn unprocessed(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::Refused { .. }
+        )
+    }
+
     /// What the client is told. Backend addresses stay in the log.
-    fn public_message(&self) -> &'static str {
+    pub fn public_text(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no route for this host and path",
             ProxyError::ClientBody(_) => "the request body could not be read",
@@ -89,7 +109,9 @@ impl ProxyError {
             ProxyError::BreakerOpen { .. } => "backends at capacity",
             ProxyError::Overloaded => "over capacity, retry later",
             ProxyError::Connect { .. } => "backend unreachable",
-            ProxyError::Backend { .. } | ProxyError::BackendBody(_) => "backend failed",
+            ProxyError::Backend { .. }
+            | ProxyError::Refused { .. }
+            | ProxyError::BackendBody(_) => "backend failed",
             ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => "backend timed out",
         }
     }
@@ -100,7 +122,7 @@ impl ProxyError {
             "{} {}: {}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
-            self.public_message()
+            self.public_text()
         )));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();

@@ -21,6 +21,7 @@ use crate::config::HashKey;
 use crate::health::{Outcome, record_outcome};
 use crate::http1::client::{self as upstream, Outbound, UpstreamError};
 use crate::http1::tunnel::{TunnelStats, UpgradeRequested, UpgradeSlot, Upgraded};
+use crate::http2::{self, Guarded, H2Error, H2Pool};
 
 /// Counts one request in flight on a backend (and its upstream) for as long
 /// as it lives: until the response body's last byte, when the wire layer
@@ -98,6 +99,10 @@ pub struct Attempt {
     pub hash: Option<u64>,
     /// `timeouts.tunnel_idle`, for an upgrade.
     pub tunnel_idle: Duration,
+    /// The request body again, for a request whose body is kept for
+    /// retries: an HTTP/2 stream refused unprocessed is sent again with it.
+    /// With the number of the reader `body` is.
+    pub replay: Option<(super::grpc::Replayable, usize)>,
 }
 
 /// A backend's response and which backend sent it.
@@ -214,24 +219,115 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
     let upstream = attempt.upstream.clone();
     let sent = Instant::now();
     let idx = pick(&upstream, &attempt, clock::ns_of(sent))?;
-    let backend = &upstream.backends[idx];
     let guard = InFlight::start(&upstream, idx);
     // One timer per attempt: the attempt's own limit or the whole exchange's
     // deadline, whichever comes first.
-    let attempt_deadline = sent + attempt.timeout;
-    let until = attempt_deadline.min(attempt.deadline);
+    let timer = Timer {
+        sent,
+        own: sent + attempt.timeout,
+        until: (sent + attempt.timeout).min(attempt.deadline),
+    };
+    match upstream.h2.get(idx) {
+        Some(pool) => forward_h2(attempt, idx, guard, timer, pool).await,
+        None => forward_h1(attempt, idx, guard, timer).await,
+    }
+}
+
+/// When an attempt started and when it gives up.
+#[derive(Clone, Copy)]
+struct Timer {
+    sent: Instant,
+    /// The attempt's own limit (`timeouts.backend_response`).
+    own: Instant,
+    /// That or the exchange's deadline, whichever is first.
+    until: Instant,
+}
+
+impl Timer {
+    /// How long the attempt took, and the clock time it ended at.
+    fn elapsed(&self) -> (Duration, u64) {
+        let elapsed = self.sent.elapsed();
+        (elapsed, clock::ns_of(self.sent + elapsed))
+    }
+}
+
+/// The answer to an attempt that saw no response in time.
+fn timed_out(attempt: &Attempt, idx: usize, timer: Timer) -> ProxyError {
+    let upstream = &attempt.upstream;
+    let (elapsed, done) = timer.elapsed();
+    upstream.backends[idx].state.ewma.observe(elapsed, done);
+    record_outcome(upstream, idx, Outcome::Failed, elapsed, done);
+    if timer.until < timer.own {
+        ProxyError::RequestTimeout
+    } else {
+        ProxyError::BackendTimeout {
+            backend: idx,
+            addr: upstream.backends[idx].addr.to_string(),
+            timeout: attempt.timeout,
+        }
+    }
+}
+
+/// The answer to an attempt that failed before or while talking to the
+/// backend: counted against it, logged, and mapped by `make`.
+fn failed(
+    attempt: &Attempt,
+    idx: usize,
+    timer: Timer,
+    e: impl Into<crate::proxy::BoxError> + std::fmt::Display,
+    make: fn(usize, String, crate::proxy::BoxError) -> ProxyError,
+) -> ProxyError {
+    let upstream = &attempt.upstream;
+    let (elapsed, done) = timer.elapsed();
+    record_outcome(upstream, idx, Outcome::Failed, elapsed, done);
+    let addr = upstream.backends[idx].addr.to_string();
+    tracing::debug!(backend = %addr, "{e}");
+    make(idx, addr, e.into())
+}
+
+fn connect_error(backend: usize, addr: String, source: crate::proxy::BoxError) -> ProxyError {
+    ProxyError::Connect {
+        backend,
+        addr,
+        source,
+    }
+}
+
+fn backend_error(backend: usize, addr: String, source: crate::proxy::BoxError) -> ProxyError {
+    ProxyError::Backend {
+        backend,
+        addr,
+        source,
+    }
+}
+
+fn refused_error(backend: usize, addr: String, source: crate::proxy::BoxError) -> ProxyError {
+    ProxyError::Refused {
+        backend,
+        addr,
+        source,
+    }
+}
+
+/// An attempt over HTTP/1.1: a pooled connection, or an upgrade.
+async fn forward_h1(
+    mut attempt: Attempt,
+    idx: usize,
+    guard: InFlight,
+    timer: Timer,
+) -> Result<Forwarded, ProxyError> {
+    let upstream = attempt.upstream.clone();
+    let backend = &upstream.backends[idx];
     let exchange = upstream::send(
         &upstream.pools[idx],
         &backend.authority,
         upstream.connect_timeout,
         &attempt.head,
-        attempt.body,
-        sent,
+        attempt.body.take(),
+        timer.sent,
     );
-    let result = tokio::time::timeout_at(until.into(), exchange).await;
-    let elapsed = sent.elapsed();
-    let done = clock::ns_of(sent + elapsed);
-    let addr = || backend.addr.to_string();
+    let result = tokio::time::timeout_at(timer.until.into(), exchange).await;
+    let (elapsed, done) = timer.elapsed();
     match result {
         Ok(Ok((conn, head))) if head.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
             backend.state.ewma.observe(elapsed, done);
@@ -243,12 +339,8 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
                 .is_none()
             {
                 // Not asked for: the backend speaks something else now.
-                record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
-                return Err(ProxyError::Backend {
-                    backend: idx,
-                    addr: addr(),
-                    source: "the backend switched protocols without being asked".into(),
-                });
+                let why = "the backend switched protocols without being asked";
+                return Err(failed(&attempt, idx, timer, why, backend_error));
             }
             record_outcome(&upstream, idx, Outcome::Response(101), elapsed, done);
             let mut parts = head.parts;
@@ -292,40 +384,96 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
         Ok(Err(UpstreamError::RequestBody(e))) => Err(ProxyError::ClientBody(e)),
         // Nothing was sent: a failed TLS handshake is retried like a
         // refused connection.
-        Ok(Err(e @ (UpstreamError::Connect(_) | UpstreamError::Tls(_)))) => {
-            record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
-            tracing::debug!(backend = %addr(), "{e}");
-            let source: crate::proxy::BoxError = match e {
-                UpstreamError::Connect(io) => io.into(),
-                tls => tls.into(),
+        Ok(Err(UpstreamError::Connect(io))) => Err(failed(&attempt, idx, timer, io, connect_error)),
+        Ok(Err(e @ UpstreamError::Tls(_))) => Err(failed(&attempt, idx, timer, e, connect_error)),
+        Ok(Err(e)) => Err(failed(&attempt, idx, timer, e, backend_error)),
+        Err(_) => Err(timed_out(&attempt, idx, timer)),
+    }
+}
+
+/// An attempt over HTTP/2: a stream on one of the backend's multiplexed
+/// connections. A stream the backend refused unprocessed (or that failed
+/// before its body was read) is sent again at once on another connection,
+/// when it has no body or its body can be read again.
+async fn forward_h2(
+    mut attempt: Attempt,
+    idx: usize,
+    guard: InFlight,
+    timer: Timer,
+    pool: &H2Pool,
+) -> Result<Forwarded, ProxyError> {
+    let upstream = attempt.upstream.clone();
+    let backend = &upstream.backends[idx];
+    if attempt
+        .head
+        .parts
+        .extensions
+        .get::<UpgradeRequested>()
+        .is_some()
+    {
+        let why = "an upgrade needs an HTTP/1.1 upstream (RFC 8441 is not supported)";
+        return Err(failed(&attempt, idx, timer, why, backend_error));
+    }
+    let mut body = attempt.body.take();
+    let bodiless = body.is_none();
+    let replay = attempt.replay.clone();
+    let exchange = async {
+        // The reader of the kept body this try sends, if any.
+        let mut reading = replay.as_ref().map(|(_, id)| *id);
+        for _ in 0..3 {
+            let request = http2::to_h2(&attempt.head, upstream.tls, body.take())?;
+            let sent = pool
+                .send(&backend.authority, upstream.connect_timeout, request)
+                .await;
+            let unprocessed = match &sent {
+                Err(H2Error::Refused(_)) => true,
+                // Failed before its body was read: never sent.
+                Err(H2Error::Failed(_)) => {
+                    matches!((&replay, reading), (Some((r, _)), Some(id)) if !r.was_read(id))
+                }
+                _ => false,
             };
-            Err(ProxyError::Connect {
-                backend: idx,
-                addr: addr(),
-                source,
-            })
-        }
-        Ok(Err(e)) => {
-            record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
-            tracing::debug!(backend = %addr(), "request failed: {e}");
-            Err(ProxyError::Backend {
-                backend: idx,
-                addr: addr(),
-                source: e.into(),
-            })
-        }
-        Err(_) => {
-            backend.state.ewma.observe(elapsed, done);
-            record_outcome(&upstream, idx, Outcome::Failed, elapsed, done);
-            if until < attempt_deadline {
-                Err(ProxyError::RequestTimeout)
-            } else {
-                Err(ProxyError::BackendTimeout {
-                    backend: idx,
-                    addr: addr(),
-                    timeout: attempt.timeout,
-                })
+            if !unprocessed {
+                return sent;
+            }
+            if !bodiless {
+                let Some((again, id)) = replay.as_ref().and_then(|(r, _)| r.reader()) else {
+                    return sent;
+                };
+                body = Some(again);
+                reading = Some(id);
+            }
+            if let Err(e) = &sent {
+                tracing::debug!(backend = %backend.addr, "sent again: {e}");
             }
         }
+        Err(H2Error::Request("refused three times".into()))
+    };
+    let result = tokio::time::timeout_at(timer.until.into(), exchange).await;
+    let (elapsed, done) = timer.elapsed();
+    match result {
+        Ok(Ok((response, stream))) => {
+            backend.state.ewma.observe(elapsed, done);
+            // gRPC's UNAVAILABLE in a trailers-only answer is the service
+            // saying it is down: counted as a 503 for outlier detection.
+            let status = match super::grpc::status_of(response.headers()) {
+                Some(super::grpc::UNAVAILABLE) => 503,
+                _ => response.status().as_u16(),
+            };
+            record_outcome(&upstream, idx, Outcome::Response(status), elapsed, done);
+            let (mut parts, body) = response.into_parts();
+            parts.version = http::Version::HTTP_11;
+            prepare_response(&mut parts);
+            let body = Guarded::new(body, (guard, stream)).boxed_unsync();
+            Ok(Forwarded {
+                response: Response::from_parts(parts, body),
+                backend: idx,
+            })
+        }
+        Ok(Err(H2Error::Connect(e))) => Err(failed(&attempt, idx, timer, e, connect_error)),
+        Ok(Err(e @ H2Error::NoAlpn)) => Err(failed(&attempt, idx, timer, e, connect_error)),
+        Ok(Err(e @ H2Error::Refused(_))) => Err(failed(&attempt, idx, timer, e, refused_error)),
+        Ok(Err(e)) => Err(failed(&attempt, idx, timer, e, backend_error)),
+        Err(_) => Err(timed_out(&attempt, idx, timer)),
     }
 }

@@ -72,6 +72,11 @@ where
                 limit: limits.max_header_bytes,
             })));
         }
+        // A gRPC stream may carry any amount over its life: its messages
+        // are the service's to bound (gRPC servers cap each message).
+        if super::grpc::is_grpc(a.request.headers()) {
+            return Either::Right(self.inner.call(a));
+        }
         let max_body = limits.max_body_bytes;
         // The length the wire layer decided (the header itself is not
         // handed on).
@@ -122,10 +127,16 @@ where
             let response = to_https(&parts, a.state.https_port);
             return Either::Left(ready(Ok(response)));
         }
+        let grpc = super::grpc::is_grpc(&parts.headers);
+        let mut limit = a.state.timeouts.request.get();
+        if grpc && let Some(t) = super::grpc::timeout_of(&parts.headers) {
+            // The client's own deadline, when it is the sooner.
+            limit = limit.min(t);
+        }
         let exchange = Exchange {
             request: http::Request::from_parts(parts, body),
             conn: a.conn,
-            deadline: a.received + a.state.timeouts.request.get(),
+            deadline: a.received + limit,
             state: a.state,
             route: route.clone(),
             received: a.received,
@@ -135,6 +146,7 @@ where
             inner: self.inner.clone().call(exchange),
             route,
             received: a.received,
+            grpc,
         })
     }
 }
@@ -176,6 +188,8 @@ pin_project_lite::pin_project! {
         inner: F,
         route: Arc<Route>,
         received: Instant,
+        // A gRPC call: counted by its grpc-status too.
+        grpc: bool,
     }
 }
 
@@ -207,7 +221,34 @@ where
         };
         let latency = measured.then_some(elapsed.as_micros() as u64);
         route.windows.seconds.record(now_ms, latency, status >= 500);
+        if *this.grpc {
+            return Poll::Ready(count_grpc(route, result));
+        }
         Poll::Ready(result)
+    }
+}
+
+/// Counts a gRPC call by its status: an error's code now, a status in the
+/// response headers now, else the one its trailers bring.
+fn count_grpc(route: &Route, result: Result<Response<ProxyBody>>) -> Result<Response<ProxyBody>> {
+    use super::grpc;
+    match result {
+        Err(e) => {
+            grpc::counter(&route.label, grpc::code_for(&e)).increment(1);
+            Err(e)
+        }
+        Ok(response) => {
+            if let Some(code) = grpc::status_of(response.headers()) {
+                grpc::counter(&route.label, code).increment(1);
+                return Ok(response);
+            }
+            if !grpc::is_grpc(response.headers()) {
+                return Ok(response);
+            }
+            let label = route.label.clone();
+            let count = Box::new(move |code| grpc::counter(&label, code).increment(1));
+            Ok(response.map(|body| grpc::StatusCounted::new(body, count).boxed_unsync()))
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 mod admission;
 mod error;
 mod forward;
+mod grpc;
 pub(crate) mod headers;
 mod layers;
 mod listener;

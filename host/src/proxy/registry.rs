@@ -28,6 +28,7 @@ use crate::balance::BackendState;
 use crate::cache::CacheStore;
 use crate::config::{BackendAddr, CacheSection, Config, TlsSection};
 use crate::http1::client::ConnPool;
+use crate::http2::H2Pool;
 use crate::telemetry::Windows;
 
 /// What one upstream has learned.
@@ -154,6 +155,8 @@ pub struct Registry {
     backends: Mutex<HashMap<(String, BackendAddr), Weak<BackendState>>>,
     /// By address: upstreams that share a backend share its connections.
     pools: Mutex<HashMap<String, Weak<ConnPool>>>,
+    /// The same for HTTP/2 connections.
+    h2_pools: Mutex<HashMap<String, Weak<H2Pool>>>,
     pub windows: Arc<Windows>,
     pub admission: Arc<Admission>,
     pub knobs: Knobs,
@@ -176,6 +179,7 @@ impl Default for Registry {
             upstreams: Mutex::default(),
             backends: Mutex::default(),
             pools: Mutex::default(),
+            h2_pools: Mutex::default(),
             windows: Arc::new(Windows::new(crate::clock::now_ms())),
             admission: Arc::new(Admission::default()),
             knobs: Knobs::default(),
@@ -231,6 +235,16 @@ impl Registry {
         look_up(&self.pools, tls.pool_key(addr), || {
             ConnPool::with_tls(target.clone())
         })
+    }
+
+    /// The HTTP/2 connections to backend `addr`, made with `tls` if set.
+    pub fn h2_pool(&self, addr: &str, tls: Option<&crate::tls::BackendTls>) -> Arc<H2Pool> {
+        let target = tls.and_then(|t| t.targets.get(addr));
+        let key = match tls {
+            Some(t) if target.is_some() => t.pool_key(addr),
+            _ => addr.to_string(),
+        };
+        look_up(&self.h2_pools, key, || H2Pool::new(target.cloned()))
     }
 
     /// The rustls config of the HTTPS listener for `section`: the running

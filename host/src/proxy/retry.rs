@@ -1,6 +1,9 @@
 //! Retries: idempotent requests without a body, on connect failure, timeout,
 //! 502, 503 or 504, to a backend not tried yet, after an exponential backoff
-//! with jitter, and only while the upstream's retry budget allows.
+//! with jitter, and only while the upstream's retry budget allows. gRPC
+//! calls are retried when the backend did not process them: no connection,
+//! a refused stream, or `UNAVAILABLE` in a trailers-only answer (Envoy's
+//! `retry_on: unavailable`); their body (up to 64 KiB) is replayed.
 //!
 //! The budget (as Finagle and linkerd2-proxy do it) caps retries at a percent
 //! of recent requests plus a small floor per second, so a sick cluster gets at
@@ -23,6 +26,7 @@ use tower::util::rng::HasherRng;
 
 use super::error::ProxyError;
 use super::forward::{Attempt, Forwarded, forward, hash_of};
+use super::grpc::Replayable;
 use super::{Exchange, ProxyBody};
 use crate::clock;
 
@@ -146,9 +150,14 @@ impl Service<Exchange> for Retry {
         let tunnel_idle = ex.state.timeouts.tunnel_idle.get();
         let hash = hash_of(&upstream, &ex.request, &ex.conn);
         let bodiless = ex.request.body().is_end_stream();
+        // gRPC calls (all POSTs) are retried whatever the method, but only
+        // when the backend did not process them (see below), with their
+        // body recorded as it streams.
+        let grpc = super::grpc::is_grpc(ex.request.headers());
         let retryable = policy.attempts > 1
-            && bodiless
-            && (policy.retry_non_idempotent || is_idempotent(ex.request.method()));
+            && (grpc
+                || bodiless && (policy.retry_non_idempotent || is_idempotent(ex.request.method())));
+        let retry_any = policy.retry_non_idempotent;
         let deadline = ex.deadline;
         let (parts, body) = ex.request.into_parts();
         let head = Arc::new(Outbound {
@@ -165,6 +174,7 @@ impl Service<Exchange> for Retry {
             deadline,
             hash,
             tunnel_idle,
+            replay: None,
         };
 
         if !retryable {
@@ -173,6 +183,7 @@ impl Service<Exchange> for Retry {
             return Box::pin(async move { fut.await.map(|f| f.response) });
         }
 
+        let replay = (!bodiless).then(|| Replayable::new(body));
         Box::pin(async move {
             let attempts = upstream.retry.attempts;
             // Made at the first retry: most requests never need one.
@@ -180,10 +191,23 @@ impl Service<Exchange> for Retry {
             let mut tried: Vec<usize> = Vec::new();
             let mut last: Option<Result<Forwarded, ProxyError>> = None;
             for n in 1..=attempts {
-                let result = forward(attempt(upstream.clone(), None, tried.clone())).await;
+                let (body, reader) = match &replay {
+                    None => (None, None),
+                    Some(r) => match r.reader() {
+                        Some((body, id)) => (Some(body), Some((r.clone(), id))),
+                        // More was sent than could be kept.
+                        None => break,
+                    },
+                };
+                let mut this = attempt(upstream.clone(), body, tried.clone());
+                this.replay = reader;
+                let result = forward(this).await;
                 let failed_on = match &result {
+                    // UNAVAILABLE in the headers: the service never ran.
+                    Ok(f) if grpc => super::grpc::unavailable(&f.response).then_some(f.backend),
                     Ok(f) if retryable_status(f.response.status()) => Some(f.backend),
                     Ok(_) | Err(ProxyError::RequestTimeout) => None,
+                    Err(e) if grpc && !e.unprocessed() && !retry_any => None,
                     Err(e) => e.backend(),
                 };
                 let Some(backend) = failed_on else {

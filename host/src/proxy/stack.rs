@@ -64,6 +64,16 @@ fn respond(
     }))
 }
 
+/// The same for a gRPC call: errors become trailers-only gRPC answers.
+fn respond_grpc(
+    result: Result<Response<ProxyBody>, ProxyError>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(result.unwrap_or_else(|e| {
+        tracing::debug!("{e}");
+        super::grpc::error_response(&e)
+    }))
+}
+
 /// The future of one request through the stack.
 pub type Dispatched = futures_util::future::Map<
     <Stack as Service<Arrival>>::Future,
@@ -73,13 +83,18 @@ pub type Dispatched = futures_util::future::Map<
 impl ProxyService {
     /// Runs a request, received at `received`, through the phases.
     pub fn dispatch(&self, request: Request<ProxyBody>, received: Instant) -> Dispatched {
+        let answer: fn(_) -> _ = if super::grpc::is_grpc(request.headers()) {
+            respond_grpc
+        } else {
+            respond
+        };
         let arrival = Arrival {
             request,
             conn: self.conn.clone(),
             state: self.state.load_full(),
             received,
         };
-        self.stack.clone().call(arrival).map(respond)
+        self.stack.clone().call(arrival).map(answer)
     }
 }
 

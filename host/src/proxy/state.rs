@@ -121,6 +121,11 @@ pub struct Upstream {
     pub section: UpstreamSection,
     /// Idle connections of each backend, in `backends` order.
     pub pools: Box<[Arc<ConnPool>]>,
+    /// For `protocol = "h2"`: each backend's multiplexed connections, in
+    /// `backends` order; empty for HTTP/1.1 upstreams.
+    pub h2: Box<[Arc<crate::http2::H2Pool>]>,
+    /// Backends are spoken to over TLS.
+    pub tls: bool,
     pub connect_timeout: std::time::Duration,
 }
 
@@ -282,6 +287,15 @@ impl Upstream {
                     None => registry.pool(b.address.as_str()),
                 })
                 .collect(),
+            h2: match section.protocol {
+                crate::config::Protocol::H2 => section
+                    .backends
+                    .iter()
+                    .map(|b| registry.h2_pool(b.address.as_str(), tls))
+                    .collect(),
+                crate::config::Protocol::Http1 => Box::default(),
+            },
+            tls: tls.is_some(),
             connect_timeout: config.timeouts.connect.get(),
             backends,
             balancer,

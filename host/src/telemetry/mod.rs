@@ -40,6 +40,7 @@ pub mod names {
     pub const TUNNELS_OPEN: &str = "switchyard_tunnels_open";
     pub const TUNNEL_BYTES: &str = "switchyard_tunnel_bytes_total";
     pub const TUNNEL_DURATION: &str = "switchyard_tunnel_duration_seconds";
+    pub const GRPC_RESPONSES: &str = "switchyard_grpc_responses_total";
 }
 
 /// Index of a response in [`StatusCounters`]: 1xx..5xx, then `error` for no

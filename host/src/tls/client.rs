@@ -20,6 +20,7 @@ use crate::config::UpstreamTls;
 pub fn client_config(
     tls: &UpstreamTls,
     base_dir: &Path,
+    h2: bool,
 ) -> Result<Arc<ClientConfig>, (&'static str, String)> {
     let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
@@ -57,8 +58,16 @@ pub fn client_config(
         (Some(_), None) => return Err(("key", "a client certificate needs its key".into())),
         (None, Some(_)) => return Err(("cert", "a client key needs its certificate".into())),
     };
-    // Backends are spoken to in HTTP/1.1.
-    config.alpn_protocols = vec![super::ALPN_HTTP11.to_vec()];
+    // The upstream's protocol, and only it: an `h2` upstream whose backend
+    // does not agree fails the connection rather than falling back.
+    config.alpn_protocols = vec![
+        if h2 {
+            super::ALPN_H2
+        } else {
+            super::ALPN_HTTP11
+        }
+        .to_vec(),
+    ];
     Ok(Arc::new(config))
 }
 

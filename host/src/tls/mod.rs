@@ -127,13 +127,15 @@ impl Materials {
                     "{key}.insecure_skip_verify = true: the certificates of upstream \"{name}\" are NOT verified; anyone on the path can impersonate its backends"
                 ));
             }
-            let mut fp = format!("{tls:?}").into_bytes();
+            // The protocol too: its ALPN is part of the connections made.
+            let mut fp = format!("{tls:?} {:?}", up.protocol).into_bytes();
             for path in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
                 if let Ok(b) = read(path, &mut m) {
                     fp.extend_from_slice(&b);
                 }
             }
-            match client::client_config(tls, &base) {
+            let h2 = up.protocol == crate::config::Protocol::H2;
+            match client::client_config(tls, &base, h2) {
                 Ok(cfg) => {
                     let mut targets = std::collections::HashMap::new();
                     for (i, b) in up.backends.iter().enumerate() {

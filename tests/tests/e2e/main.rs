@@ -8,6 +8,7 @@ mod bench;
 mod cache;
 mod cli;
 mod failure;
+mod grpc;
 mod health;
 mod lifecycle;
 mod limits;
