@@ -94,6 +94,19 @@ CONF
   PIDS+=($!)
 }
 
+# nginx on a config of our own: the http block's content comes from
+# stdin (upstreams and servers), around it the same settings as above.
+start_nginx_with() { # NAME
+  local dir="$WORK/nginx-$1"
+  mkdir -p "$dir"
+  { printf 'worker_processes 1;\ndaemon off;\npid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$dir" "$dir"
+    printf 'events { worker_connections 4096; }\nhttp {\n  access_log off;\n'
+    cat
+    printf '}\n'; } > "$dir/nginx.conf"
+  $PIN_PROXY nginx -p "$dir" -c "$dir/nginx.conf" &
+  PIDS+=($!)
+}
+
 # Prints "REQ_PER_S P99" for one wrk run against PORT; SCHEME (default
 # http) and WRK_HEADER (one request header, such as "Connection: close")
 # apply.
@@ -114,13 +127,13 @@ run_rounds() { # ROUNDS NAME:PORT...
   local rounds=$1; shift
   local forward=("$@") reverse=() i
   for ((i = $# - 1; i >= 0; i--)); do reverse+=("${forward[$i]}"); done
-  printf '%-12s %5s %12s %10s\n' target round req/s p99
+  printf '%-12s %5s %12s %10s\n' target round "${RATE_LABEL:-req/s}" "${SECOND_LABEL:-p99}"
   for round in $(seq "$rounds"); do
     local order=("${forward[@]}")
     ((round % 2 == 0)) && order=("${reverse[@]}")
     for target in "${order[@]}"; do
       local name=${target%%:*} port=${target##*:} rps p99
-      read -r rps p99 < <(measure "$port")
+      read -r rps p99 < <(${MEASURE:-measure} "$port")
       RPS[$name]="${RPS[$name]:-} $rps"
       printf '%-12s %5s %12s %10s\n' "$name" "$round" "$rps" "$p99"
     done

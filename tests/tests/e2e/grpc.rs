@@ -252,7 +252,7 @@ async fn grpc_over_tls_at_both_ends() {
     let ca = Ca::new("grpc test CA");
     let ca_path = ca.write(dir.path(), "ca.pem");
     let backend_leaf = ca.server(&["127.0.0.1"]);
-    let backend = GrpcBackend::start_tls("tls", &backend_leaf).await;
+    let backend = GrpcBackend::start_tls("tls", &backend_leaf.der, &backend_leaf.key_pem).await;
     let (cert, key) = ca.server(&["localhost"]).write(dir.path(), "proxy");
     let cfg = format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\

@@ -4,7 +4,6 @@
 
 pub mod backend;
 pub mod client;
-pub mod grpc;
 pub mod load;
 pub mod origin;
 pub mod pebble;
@@ -13,12 +12,12 @@ pub mod receiver;
 pub mod redis;
 pub mod rest;
 pub mod tls;
-pub mod ws;
 
 pub use backend::TestBackend;
 pub use client::{Http, get, request};
 pub use load::{Load, plugin};
 pub use proxy::Proxy;
+pub use switchyard_tests::{grpc, ws};
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -19,7 +19,11 @@ pub struct WsBackend {
 
 impl WsBackend {
     pub async fn start() -> WsBackend {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> WsBackend {
+        let tcp = TcpListener::bind(addr).await.expect("bind");
         let addr = tcp.local_addr().expect("addr");
         let sessions = Arc::new(AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
@@ -29,6 +33,7 @@ impl WsBackend {
                 let Ok((stream, _)) = tcp.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 let s = s.clone();
                 let task = tokio::spawn(async move {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {

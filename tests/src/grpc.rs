@@ -242,30 +242,33 @@ impl GrpcBackend {
     /// A cleartext backend allowing `max_streams` concurrent streams per
     /// connection.
     pub async fn start(name: &str, max_streams: u32) -> GrpcBackend {
-        Self::start_with(name, max_streams, None).await
+        Self::start_on("127.0.0.1:0", name, max_streams, None).await
     }
 
-    /// The same over TLS (ALPN `h2`) with `leaf`.
-    pub async fn start_tls(name: &str, leaf: &super::tls::Leaf) -> GrpcBackend {
+    /// The same over TLS (ALPN `h2`) with a certificate (DER) and its key
+    /// (PEM).
+    pub async fn start_tls(name: &str, cert_der: &[u8], key_pem: &str) -> GrpcBackend {
         use rustls::pki_types::pem::PemObject;
-        let chain = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
+        let chain = vec![rustls::pki_types::CertificateDer::from(cert_der.to_vec())];
         let key =
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .expect("server config");
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        Self::start_with(name, 100, Some(acceptor)).await
+        Self::start_on("127.0.0.1:0", name, 100, Some(acceptor)).await
     }
 
-    async fn start_with(
+    /// A backend on `addr`, over TLS with `tls`.
+    pub async fn start_on(
+        addr: &str,
         name: &str,
         max_streams: u32,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> GrpcBackend {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tcp = TcpListener::bind(addr).await.expect("bind");
         let addr = tcp.local_addr().expect("addr");
         let state = Arc::new(State {
             name: name.to_string(),
@@ -279,6 +282,7 @@ impl GrpcBackend {
                 let Ok((stream, _)) = tcp.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 c.fetch_add(1, SeqCst);
                 let (st, tls, watching) = (st.clone(), tls.clone(), watching.clone());
                 tokio::spawn(async move {
