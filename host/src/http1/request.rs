@@ -77,6 +77,8 @@ pub struct RequestHead {
     /// The client asks to switch protocols (`Connection: upgrade` with an
     /// `Upgrade` header, HTTP/1.1, no body): see `super::tunnel`.
     pub upgrade: bool,
+    /// `TE` lists `trailers`: a chunked response may end with trailers.
+    pub trailers: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +165,7 @@ pub fn parse_request(
     spans.record(req.headers, base);
     let mut connection = ConnectionTokens::default();
     let mut codings = Codings::default();
-    let (mut length, mut expect, mut upgrade) = (None, false, false);
+    let (mut length, mut expect, mut upgrade, mut trailers) = (None, false, false, false);
     let mut host: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -185,6 +187,8 @@ pub fn parse_request(
             expect = lists_token(h.value, "100-continue");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade = !h.value.trim_ascii().is_empty();
+        } else if name.eq_ignore_ascii_case(b"te") {
+            trailers |= lists_token(h.value, "trailers");
         }
     }
     let body = match (codings.present, length) {
@@ -239,6 +243,7 @@ pub fn parse_request(
         keep_alive: connection.persistent(version == Version::HTTP_10),
         expect_continue: expect && version == Version::HTTP_11,
         upgrade: upgrade && connection.upgrade && version == Version::HTTP_11 && body.is_none(),
+        trailers,
     }))
 }
 

@@ -333,6 +333,7 @@ where
         keep_alive,
         expect_continue,
         upgrade,
+        trailers,
     } = *head;
     if upgrade {
         parts.extensions.insert(UpgradeRequested);
@@ -342,7 +343,7 @@ where
         http10: parts.version == Version::HTTP_10,
         keep_alive,
         received,
-        trailers: accepts_trailers(&parts.headers),
+        trailers,
     };
     // `Expect: 100-continue`: the body asks for it when first read, and
     // this loop, which owns the writing side, sends it.

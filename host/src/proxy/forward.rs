@@ -214,12 +214,13 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// One attempt: pick, breaker, send, outlier detection and latency.
-pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
-    let upstream = attempt.upstream.clone();
+/// One attempt: pick, breaker, send, outlier detection and latency. Over
+/// HTTP/1.1 a pooled connection (or an upgrade); over HTTP/2 see
+/// [`forward_h2`].
+pub async fn forward(mut attempt: Attempt) -> Result<Forwarded, ProxyError> {
     let sent = Instant::now();
-    let idx = pick(&upstream, &attempt, clock::ns_of(sent))?;
-    let guard = InFlight::start(&upstream, idx);
+    let idx = pick(&attempt.upstream, &attempt, clock::ns_of(sent))?;
+    let guard = InFlight::start(&attempt.upstream, idx);
     // One timer per attempt: the attempt's own limit or the whole exchange's
     // deadline, whichever comes first.
     let timer = Timer {
@@ -227,9 +228,83 @@ pub async fn forward(attempt: Attempt) -> Result<Forwarded, ProxyError> {
         own: sent + attempt.timeout,
         until: (sent + attempt.timeout).min(attempt.deadline),
     };
-    match upstream.h2.get(idx) {
-        Some(pool) => forward_h2(attempt, idx, guard, timer, pool).await,
-        None => forward_h1(attempt, idx, guard, timer).await,
+    if let Some(pool) = attempt.upstream.h2.get(idx).cloned() {
+        // Boxed: its future is large, and the HTTP/1.1 path's would
+        // otherwise be as large and copied as often.
+        return Box::pin(forward_h2(attempt, idx, guard, timer, &pool)).await;
+    }
+    let upstream = attempt.upstream.clone();
+    let backend = &upstream.backends[idx];
+    let exchange = upstream::send(
+        &upstream.pools[idx],
+        &backend.authority,
+        upstream.connect_timeout,
+        &attempt.head,
+        attempt.body.take(),
+        timer.sent,
+    );
+    let result = tokio::time::timeout_at(timer.until.into(), exchange).await;
+    let (elapsed, done) = timer.elapsed();
+    match result {
+        Ok(Ok((conn, head))) if head.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+            backend.state.ewma.observe(elapsed, done);
+            if attempt
+                .head
+                .parts
+                .extensions
+                .get::<UpgradeRequested>()
+                .is_none()
+            {
+                // Not asked for: the backend speaks something else now.
+                let why = "the backend switched protocols without being asked";
+                return Err(failed(&attempt, idx, timer, why, backend_error));
+            }
+            record_outcome(&upstream, idx, Outcome::Response(101), elapsed, done);
+            let mut parts = head.parts;
+            prepare_response(&mut parts);
+            let (stream, leftover) = conn.into_io();
+            let tunnel = OpenTunnel::new(guard);
+            let up = Upgraded {
+                backend: stream,
+                leftover: leftover.freeze(),
+                idle: attempt.tunnel_idle,
+                done: Box::new(move |stats| tunnel.close(stats)),
+            };
+            let mut response = Response::from_parts(parts, super::empty_body());
+            response.extensions_mut().insert(UpgradeSlot::new(up));
+            Ok(Forwarded {
+                response,
+                backend: idx,
+            })
+        }
+        Ok(Ok((conn, head))) => {
+            backend.state.ewma.observe(elapsed, done);
+            let status = head.parts.status.as_u16();
+            record_outcome(&upstream, idx, Outcome::Response(status), elapsed, done);
+            let mut parts = head.parts;
+            prepare_response(&mut parts);
+            let body = upstream::upstream_body(
+                conn,
+                head.framing,
+                head.keep_alive,
+                upstream.pools[idx].clone(),
+                guard,
+            );
+            Ok(Forwarded {
+                response: Response::from_parts(parts, body.boxed_unsync()),
+                backend: idx,
+            })
+        }
+        Ok(Err(UpstreamError::RequestBody(e))) if is_length_limit(e.as_ref()) => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        Ok(Err(UpstreamError::RequestBody(e))) => Err(ProxyError::ClientBody(e)),
+        // Nothing was sent: a failed TLS handshake is retried like a
+        // refused connection.
+        Ok(Err(UpstreamError::Connect(io))) => Err(failed(&attempt, idx, timer, io, connect_error)),
+        Ok(Err(e @ UpstreamError::Tls(_))) => Err(failed(&attempt, idx, timer, e, connect_error)),
+        Ok(Err(e)) => Err(failed(&attempt, idx, timer, e, backend_error)),
+        Err(_) => Err(timed_out(&attempt, idx, timer)),
     }
 }
 
@@ -306,88 +381,6 @@ fn refused_error(backend: usize, addr: String, source: crate::proxy::BoxError) -
         backend,
         addr,
         source,
-    }
-}
-
-/// An attempt over HTTP/1.1: a pooled connection, or an upgrade.
-async fn forward_h1(
-    mut attempt: Attempt,
-    idx: usize,
-    guard: InFlight,
-    timer: Timer,
-) -> Result<Forwarded, ProxyError> {
-    let upstream = attempt.upstream.clone();
-    let backend = &upstream.backends[idx];
-    let exchange = upstream::send(
-        &upstream.pools[idx],
-        &backend.authority,
-        upstream.connect_timeout,
-        &attempt.head,
-        attempt.body.take(),
-        timer.sent,
-    );
-    let result = tokio::time::timeout_at(timer.until.into(), exchange).await;
-    let (elapsed, done) = timer.elapsed();
-    match result {
-        Ok(Ok((conn, head))) if head.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
-            backend.state.ewma.observe(elapsed, done);
-            if attempt
-                .head
-                .parts
-                .extensions
-                .get::<UpgradeRequested>()
-                .is_none()
-            {
-                // Not asked for: the backend speaks something else now.
-                let why = "the backend switched protocols without being asked";
-                return Err(failed(&attempt, idx, timer, why, backend_error));
-            }
-            record_outcome(&upstream, idx, Outcome::Response(101), elapsed, done);
-            let mut parts = head.parts;
-            prepare_response(&mut parts);
-            let (stream, leftover) = conn.into_io();
-            let tunnel = OpenTunnel::new(guard);
-            let up = Upgraded {
-                backend: stream,
-                leftover: leftover.freeze(),
-                idle: attempt.tunnel_idle,
-                done: Box::new(move |stats| tunnel.close(stats)),
-            };
-            let mut response = Response::from_parts(parts, super::empty_body());
-            response.extensions_mut().insert(UpgradeSlot::new(up));
-            Ok(Forwarded {
-                response,
-                backend: idx,
-            })
-        }
-        Ok(Ok((conn, head))) => {
-            backend.state.ewma.observe(elapsed, done);
-            let status = head.parts.status.as_u16();
-            record_outcome(&upstream, idx, Outcome::Response(status), elapsed, done);
-            let mut parts = head.parts;
-            prepare_response(&mut parts);
-            let body = upstream::upstream_body(
-                conn,
-                head.framing,
-                head.keep_alive,
-                upstream.pools[idx].clone(),
-                guard,
-            );
-            Ok(Forwarded {
-                response: Response::from_parts(parts, body.boxed_unsync()),
-                backend: idx,
-            })
-        }
-        Ok(Err(UpstreamError::RequestBody(e))) if is_length_limit(e.as_ref()) => {
-            Err(ProxyError::BodyTooLarge)
-        }
-        Ok(Err(UpstreamError::RequestBody(e))) => Err(ProxyError::ClientBody(e)),
-        // Nothing was sent: a failed TLS handshake is retried like a
-        // refused connection.
-        Ok(Err(UpstreamError::Connect(io))) => Err(failed(&attempt, idx, timer, io, connect_error)),
-        Ok(Err(e @ UpstreamError::Tls(_))) => Err(failed(&attempt, idx, timer, e, connect_error)),
-        Ok(Err(e)) => Err(failed(&attempt, idx, timer, e, backend_error)),
-        Err(_) => Err(timed_out(&attempt, idx, timer)),
     }
 }
 

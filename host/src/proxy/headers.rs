@@ -39,8 +39,9 @@ fn via_value(version: Version) -> HeaderValue {
 }
 
 /// Removes hop-by-hop headers, including those any `Connection` line
-/// names (but never the ones the wire layer manages).
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// names (but never the ones the wire layer manages); says whether a `TE`
+/// among them listed `trailers`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let hop = |name: &HeaderName| {
         name == header::CONNECTION
             || name == header::TE
@@ -52,8 +53,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names instead of a hash
     // lookup per hop-by-hop header.
     if !headers.keys().any(hop) {
-        return;
+        return false;
     }
+    let trailers = accepts_trailers(headers);
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -74,6 +76,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+    trailers
 }
 
 /// The host a request is for, without a port: the normalized authority.
@@ -128,16 +131,15 @@ fn kept_or_set(out: &mut Vec<u8>, headers: &HeaderMap, name: &HeaderName, ours: 
 /// client's own lines for these headers are left out by the encoder (see
 /// [`replaced_by_proxy`]).
 pub fn prepare_request(parts: &mut request::Parts, conn: &ConnInfo) -> Vec<u8> {
-    // `TE: trailers` is hop-by-hop, but says the same of every hop: the
-    // client takes trailers, so the backend may send them (gRPC needs it).
-    let trailers = accepts_trailers(&parts.headers);
     // An upgrade keeps its `Upgrade` (the protocol asked for) and says so
     // in `Connection`; any other request's `Upgrade` is hop-by-hop.
     let upgrade = parts
         .extensions
         .get::<UpgradeRequested>()
         .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
-    remove_hop_by_hop(&mut parts.headers);
+    // `TE: trailers` is hop-by-hop, but says the same of every hop: the
+    // client takes trailers, so the backend may send them (gRPC needs it).
+    let trailers = remove_hop_by_hop(&mut parts.headers);
     let authority = parts
         .uri
         .authority()

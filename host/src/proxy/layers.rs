@@ -74,7 +74,7 @@ where
         }
         // A gRPC stream may carry any amount over its life: its messages
         // are the service's to bound (gRPC servers cap each message).
-        if super::grpc::is_grpc(a.request.headers()) {
+        if super::grpc::is_call(a.request.method(), a.request.headers()) {
             return Either::Right(self.inner.call(a));
         }
         let max_body = limits.max_body_bytes;
@@ -127,7 +127,7 @@ where
             let response = to_https(&parts, a.state.https_port);
             return Either::Left(ready(Ok(response)));
         }
-        let grpc = super::grpc::is_grpc(&parts.headers);
+        let grpc = super::grpc::is_call(&parts.method, &parts.headers);
         let mut limit = a.state.timeouts.request.get();
         if grpc && let Some(t) = super::grpc::timeout_of(&parts.headers) {
             // The client's own deadline, when it is the sooner.

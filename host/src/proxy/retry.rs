@@ -153,7 +153,7 @@ impl Service<Exchange> for Retry {
         // gRPC calls (all POSTs) are retried whatever the method, but only
         // when the backend did not process them (see below), with their
         // body recorded as it streams.
-        let grpc = super::grpc::is_grpc(ex.request.headers());
+        let grpc = super::grpc::is_call(ex.request.method(), ex.request.headers());
         let retryable = policy.attempts > 1
             && (grpc
                 || bodiless && (policy.retry_non_idempotent || is_idempotent(ex.request.method())));

@@ -83,7 +83,7 @@ pub type Dispatched = futures_util::future::Map<
 impl ProxyService {
     /// Runs a request, received at `received`, through the phases.
     pub fn dispatch(&self, request: Request<ProxyBody>, received: Instant) -> Dispatched {
-        let answer: fn(_) -> _ = if super::grpc::is_grpc(request.headers()) {
+        let answer: fn(_) -> _ = if super::grpc::is_call(request.method(), request.headers()) {
             respond_grpc
         } else {
             respond
