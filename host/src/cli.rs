@@ -85,13 +85,16 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 pub fn main() -> ExitCode {
-    // Memory freed after a burst of connections goes back to the system at
-    // once, instead of after a delay that only passes while the allocator is
-    // busy: an idle proxy's RSS comes back down. (Measured: no change in
-    // requests per second; see tests/bench/idle.sh.)
+    // Memory freed goes back to the system 10 ms after its page empties
+    // (mimalloc's own default, set here to say so): soon enough for an
+    // idle proxy's RSS to come back down (the pool sweep also collects, see
+    // `server::loops`), late enough that a page emptied and refilled by the
+    // next requests is not returned and faulted back in each time — with
+    // no delay, that cost a page fault every few requests and 10% of the
+    // requests per second (tests/bench/proxy.sh).
     // SAFETY: sets an option of the process's allocator, with a valid
     // option id and value, before any thread but this one exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(&args),
