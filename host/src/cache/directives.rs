@@ -2,6 +2,11 @@
 //! `stale-while-revalidate` and `stale-if-error` (RFC 5861), and the request
 //! directives that forbid serving stale. Malformed directives are ignored one
 //! by one, as RFC 9111 §4.2.1 asks.
+//!
+//! Also what the policy crate is handed, made to read as RFC 9111 and RFC
+//! 9213 say: `Age` reduced to its first valid value, directive names
+//! lower-cased, a targeted field (`CDN-Cache-Control`…) in place of
+//! `Cache-Control`; and the header update a `304` makes.
 
 use std::time::Duration;
 
@@ -105,6 +110,142 @@ pub fn not_stored_reason(request: &HeaderMap, status: u16, response: &HeaderMap)
     }
 }
 
+/// `Age` as RFC 9111 §5.1 reads it: the first line that is a valid
+/// delta-seconds (digits only) counts, the others are ignored; none valid
+/// means no `Age`. A value too large to represent is 2^31, as §1.2.2 asks.
+pub fn sanitize_age(headers: &mut HeaderMap) {
+    let lines = headers.get_all(http::header::AGE);
+    let mut count = 0;
+    let mut first: Option<u64> = None;
+    let mut as_sent = false;
+    for v in lines.iter() {
+        count += 1;
+        let b = v.as_bytes().trim_ascii();
+        if first.is_none() && !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+            let parsed = std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            as_sent = parsed.is_some_and(|n| n <= 1 << 31) && b.len() == v.len();
+            first = Some(parsed.unwrap_or(1 << 31).min(1 << 31));
+        }
+    }
+    if count == 0 || (count == 1 && as_sent) {
+        return;
+    }
+    headers.remove(http::header::AGE);
+    if let Some(age) = first {
+        headers.insert(http::header::AGE, http::HeaderValue::from(age));
+    }
+}
+
+/// A `Cache-Control` value with every directive name lower-cased (names
+/// are case-insensitive, RFC 9111 §5.2); `None` when it already is.
+fn lowercase_directives(value: &http::HeaderValue) -> Option<http::HeaderValue> {
+    let bytes = value.as_bytes();
+    // Only the names matter, but an upper-case letter anywhere is rare
+    // enough that checking the whole value is the cheap test.
+    if !bytes.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    let rewritten: Vec<String> = text
+        .split(',')
+        .map(|d| match d.split_once('=') {
+            Some((name, arg)) => format!("{}={arg}", name.to_ascii_lowercase()),
+            None => d.to_ascii_lowercase(),
+        })
+        .collect();
+    http::HeaderValue::from_str(&rewritten.join(",")).ok()
+}
+
+/// Lower-cases the directive names of every `Cache-Control` line.
+pub fn normalize_cache_control(headers: &mut HeaderMap) {
+    let lines: Vec<http::HeaderValue> = headers.get_all(CACHE_CONTROL).iter().cloned().collect();
+    if !lines.iter().any(|v| lowercase_directives(v).is_some()) {
+        return;
+    }
+    headers.remove(CACHE_CONTROL);
+    for v in lines {
+        headers.append(CACHE_CONTROL, lowercase_directives(&v).unwrap_or(v));
+    }
+}
+
+/// The first targeted cache-control field (RFC 9213) of `targets` that a
+/// response carries with a valid, non-empty value: its lines joined.
+fn targeted_value(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<http::HeaderValue> {
+    targets.iter().find_map(|name| {
+        let joined: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let valid = joined.iter().any(|v| {
+            v.split(',').any(|d| {
+                let name = d.split_once('=').map_or(d, |(n, _)| n).trim();
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        });
+        valid
+            .then(|| http::HeaderValue::from_str(&joined.join(", ")).ok())
+            .flatten()
+    })
+}
+
+/// The header section the cache decides by, from a stored response's: the
+/// first targeted field of `targets` present (`CDN-Cache-Control` and the
+/// like, RFC 9213) stands in for `Cache-Control`, and `Expires` is then
+/// ignored, as §2.1 asks of a cache on the target list; directive names are
+/// lower-cased. `None`: the response's own headers decide as they are.
+pub fn policy_view(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<HeaderMap> {
+    let targeted = targeted_value(headers, targets);
+    let case = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .any(|v| lowercase_directives(v).is_some());
+    if targeted.is_none() && !case {
+        return None;
+    }
+    let mut view = headers.clone();
+    if let Some(value) = targeted {
+        view.remove(http::header::EXPIRES);
+        view.insert(CACHE_CONTROL, value);
+    }
+    normalize_cache_control(&mut view);
+    Some(view)
+}
+
+/// Whether a response carries any of the targeted fields (which are for
+/// this cache, and are not passed on).
+pub fn has_targeted(headers: &HeaderMap, targets: &[http::HeaderName]) -> bool {
+    targets.iter().any(|t| headers.contains_key(t))
+}
+
+/// Updates stored header fields from a `304` (RFC 9111 §3.2): every field
+/// the `304` carries replaces the stored one, but `Content-Length` and the
+/// fields that describe the stored content's framing and coding
+/// (`Transfer-Encoding`, `Content-Encoding`, `Content-Range`), which still
+/// describe the stored body. The stored `Age` is dropped: the `304`'s, if
+/// any, is the one that counts now.
+pub fn update_from_304(stored: &mut HeaderMap, fresh: &HeaderMap) {
+    use http::header;
+    let kept = |n: &http::HeaderName| {
+        *n == header::CONTENT_LENGTH
+            || *n == header::TRANSFER_ENCODING
+            || *n == header::CONTENT_ENCODING
+            || *n == header::CONTENT_RANGE
+    };
+    stored.remove(header::AGE);
+    let names: Vec<&http::HeaderName> = fresh.keys().filter(|n| !kept(n)).collect();
+    for name in names {
+        stored.remove(name);
+        for v in fresh.get_all(name) {
+            stored.append(name.clone(), v.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +280,127 @@ mod tests {
         assert!(request_forbids_stale(&h("no-cache")));
         assert!(request_forbids_stale(&h("max-age=0")));
         assert!(!request_forbids_stale(&h("max-age=10")));
+    }
+
+    fn lines(name: &'static str, values: &[&'static str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for v in values {
+            m.append(name, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn age_keeps_the_first_valid_value_and_ignores_the_rest() {
+        let age = |values: &[&'static str]| {
+            let mut m = lines("age", values);
+            sanitize_age(&mut m);
+            let got: Vec<String> = m
+                .get_all("age")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect();
+            got
+        };
+        assert_eq!(age(&["30"]), ["30"]);
+        for bad in [
+            "abc",
+            "-5",
+            "1.5",
+            "30s",
+            "30;foo=bar",
+            "",
+            " ",
+            "+3",
+            "0x1e",
+        ] {
+            assert!(age(&[bad]).is_empty(), "{bad:?} is ignored");
+        }
+        assert_eq!(age(&["abc", "20"]), ["20"], "the first valid line");
+        assert_eq!(age(&["10", "20"]), ["10"], "duplicates: the first");
+        assert_eq!(
+            age(&["10, 20"]),
+            Vec::<String>::new(),
+            "a list is not delta-seconds"
+        );
+        assert_eq!(age(&["99999999999999999999999"]), ["2147483648"]);
+    }
+
+    #[test]
+    fn directive_names_are_case_insensitive() {
+        let mut m = lines(
+            "cache-control",
+            &["No-Cache, MAX-AGE=60", "Private=\"Set-Cookie\""],
+        );
+        normalize_cache_control(&mut m);
+        let got: Vec<&str> = m
+            .get_all("cache-control")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(got, ["no-cache, max-age=60", "private=\"Set-Cookie\""]);
+        assert!(has(&m, "no-cache"));
+    }
+
+    #[test]
+    fn the_first_targeted_field_replaces_cache_control_and_expires() {
+        let targets: Vec<http::HeaderName> = ["switchyard-cache-control", "cdn-cache-control"]
+            .iter()
+            .map(|n| http::HeaderName::from_static(n))
+            .collect();
+        let mut m = lines("cache-control", &["no-store"]);
+        m.insert("expires", "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap());
+        m.insert("cdn-cache-control", "max-age=600".parse().unwrap());
+        let view = policy_view(&m, &targets).expect("targeted");
+        assert_eq!(view["cache-control"], "max-age=600");
+        assert!(view.get("expires").is_none());
+        m.insert("switchyard-cache-control", "Max-Age=5".parse().unwrap());
+        assert_eq!(
+            policy_view(&m, &targets).expect("targeted")["cache-control"],
+            "max-age=5"
+        );
+        // Empty or invalid: the next one, else Cache-Control as it is.
+        m.insert("switchyard-cache-control", "=,".parse().unwrap());
+        assert_eq!(
+            policy_view(&m, &targets).expect("targeted")["cache-control"],
+            "max-age=600"
+        );
+        m.remove("cdn-cache-control");
+        assert!(policy_view(&m, &targets).is_none());
+        assert!(has_targeted(&m, &targets));
+    }
+
+    #[test]
+    fn a_304_updates_every_field_but_the_ones_describing_the_stored_body() {
+        let mut stored = HeaderMap::new();
+        for (n, v) in [
+            ("etag", "\"1\""),
+            ("content-md5", "old"),
+            ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ("content-length", "5"),
+            ("content-encoding", "gzip"),
+            ("age", "100"),
+            ("x-kept", "yes"),
+        ] {
+            stored.insert(n, v.parse().unwrap());
+        }
+        let mut fresh = HeaderMap::new();
+        for (n, v) in [
+            ("etag", "\"2\""),
+            ("content-md5", "new"),
+            ("date", "Tue, 02 Jan 2024 00:00:00 GMT"),
+            ("content-length", "0"),
+            ("content-encoding", "br"),
+        ] {
+            fresh.insert(n, v.parse().unwrap());
+        }
+        update_from_304(&mut stored, &fresh);
+        assert_eq!(stored["etag"], "\"2\"");
+        assert_eq!(stored["content-md5"], "new");
+        assert_eq!(stored["date"], "Tue, 02 Jan 2024 00:00:00 GMT");
+        assert_eq!(stored["content-length"], "5");
+        assert_eq!(stored["content-encoding"], "gzip");
+        assert_eq!(stored["x-kept"], "yes");
+        assert!(stored.get("age").is_none());
     }
 }

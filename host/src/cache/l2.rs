@@ -50,6 +50,16 @@ struct Meta {
     headers: Vec<(String, Vec<u8>)>,
     vary: Vec<(String, Option<Vec<u8>>)>,
     method: String,
+    /// What the entry was decided by beyond its headers (see `Entry`);
+    /// absent in entries written by older builds.
+    #[serde(default)]
+    rewritten: bool,
+    #[serde(default)]
+    strip: Vec<String>,
+    #[serde(default)]
+    swr_secs: Option<u64>,
+    #[serde(default)]
+    sie_secs: Option<u64>,
 }
 
 fn redis_key(key: &str) -> String {
@@ -275,6 +285,10 @@ fn encode(entry: &Entry) -> Option<Vec<u8>> {
             })
             .collect(),
         method: entry.method.as_str().to_string(),
+        rewritten: entry.rewritten,
+        strip: entry.strip.iter().map(|n| n.as_str().to_string()).collect(),
+        swr_secs: Some(entry.swr.as_secs()),
+        sie_secs: Some(entry.sie.as_secs()),
     };
     let meta = serde_json::to_vec(&meta).ok()?;
     let mut out = Vec::with_capacity(8 + meta.len() + entry.body.len());
@@ -306,7 +320,7 @@ fn decode(key: &str, bytes: &[u8]) -> Option<Entry> {
             HeaderName::from_bytes(n.as_bytes()).ok().map(|n| (n, v))
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(Entry::new(EntryParts {
+    let mut entry = Entry::new(EntryParts {
         key: key.to_string(),
         policy: meta.policy,
         status: StatusCode::from_u16(meta.status).ok()?,
@@ -319,5 +333,18 @@ fn decode(key: &str, bytes: &[u8]) -> Option<Entry> {
         body,
         vary,
         method: http::Method::from_bytes(meta.method.as_bytes()).ok()?,
-    }))
+        view: None,
+        strip: meta
+            .strip
+            .iter()
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect(),
+    });
+    // Decided by a view of the headers when stored: what it concluded.
+    entry.rewritten = meta.rewritten;
+    if let (Some(swr), Some(sie)) = (meta.swr_secs, meta.sie_secs) {
+        entry.swr = std::time::Duration::from_secs(swr);
+        entry.sie = std::time::Duration::from_secs(sie);
+    }
+    Some(entry)
 }

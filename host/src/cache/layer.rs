@@ -16,12 +16,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, request, response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 use tower::{Layer, Service, ServiceExt};
 
 use super::cache_key;
 use super::directives::{
-    not_stored_reason, request_forbids_stale, shares_cookies, varies_on_everything,
+    has_targeted, normalize_cache_control, not_stored_reason, policy_view, request_forbids_stale,
+    sanitize_age, shares_cookies, update_from_304, varies_on_everything,
 };
 use super::store::{CacheStore, Entry, Parts as EntryParts};
 use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
@@ -97,6 +98,8 @@ where
 #[derive(Clone, Debug)]
 pub struct RouteCache {
     pub key_headers: Arc<[String]>,
+    /// `cache.targeted_cache_control`, as header names.
+    pub targeted: Arc<[header::HeaderName]>,
     pub max_object: u64,
     pub heuristic: bool,
     pub collapse_timeout: Duration,
@@ -132,6 +135,12 @@ where
     }
     if method != Method::GET && method != Method::HEAD {
         return pass_and_invalidate(inner, ex, &store, &host).await;
+    }
+    let mut ex = ex;
+    // Directive names are case-insensitive (`No-Cache`); the policy reads
+    // lower case.
+    if ex.request.headers().contains_key(header::CACHE_CONTROL) {
+        normalize_cache_control(ex.request.headers_mut());
     }
     let key = cache_key(
         &host,
@@ -333,6 +342,21 @@ fn serve(
             .map_err(|never| match never {})
             .boxed_unsync()
     };
+    let mut parts = parts;
+    if e.rewritten {
+        // The policy decided by a view of the headers (targeted field,
+        // directive case); the client gets the response's own.
+        parts.headers.remove(header::CACHE_CONTROL);
+        parts.headers.remove(header::EXPIRES);
+        for name in [header::CACHE_CONTROL, header::EXPIRES] {
+            for v in e.headers.get_all(&name) {
+                parts.headers.append(name.clone(), v.clone());
+            }
+        }
+    }
+    for name in e.strip.iter() {
+        parts.headers.remove(name);
+    }
     let mut resp = Response::from_parts(parts, body);
     if not_modified {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -568,22 +592,34 @@ where
 {
     store.counters.revalidations.fetch_add(1, Relaxed);
     metrics::counter!("switchyard_cache_revalidations_total").increment(1);
-    let resp = inner.oneshot(ex).await?;
+    let mut resp = inner.oneshot(ex).await?;
     if resp.status() == StatusCode::NOT_MODIFIED {
-        let updated = match entry.policy.after_response(&head, &resp, SystemTime::now()) {
-            AfterResponse::NotModified(policy, parts) | AfterResponse::Modified(policy, parts) => {
-                Arc::new(Entry::new(EntryParts {
-                    key: entry.key.clone(),
-                    policy,
-                    status: entry.status,
-                    version: entry.version,
-                    headers: parts.headers,
-                    body: entry.body.clone(),
-                    vary: entry.vary.clone(),
-                    method: entry.method.clone(),
-                }))
-            }
-        };
+        // RFC 9111 §4.3.4: the stored headers take the 304's (§3.2), and
+        // freshness is worked out again from the result, as of now.
+        let now = SystemTime::now();
+        sanitize_age(resp.headers_mut());
+        let mut headers = entry.headers.clone();
+        update_from_304(&mut headers, resp.headers());
+        let view = policy_view(&headers, &settings.targeted);
+        let policy = policy_of(
+            &head,
+            entry.status,
+            view.as_ref().unwrap_or(&headers),
+            now,
+            settings,
+        );
+        let updated = Arc::new(Entry::new(EntryParts {
+            key: entry.key.clone(),
+            policy,
+            status: entry.status,
+            version: entry.version,
+            strip: targeted_in(&headers, settings),
+            headers,
+            body: entry.body.clone(),
+            vary: entry.vary.clone(),
+            method: entry.method.clone(),
+            view,
+        }));
         store.put(updated.clone(), Some(&entry));
         return Ok((resp, Some(updated)));
     }
@@ -623,15 +659,33 @@ async fn store_response(
 ) -> Result<(Response<ProxyBody>, Option<Arc<Entry>>), ProxyError> {
     let now = SystemTime::now();
     let mut resp = resp;
+    sanitize_age(resp.headers_mut());
     correct_age(resp.headers_mut(), now);
-    let policy = CachePolicy::new_options(&head, &resp, now, options(settings));
-    let h = resp.headers();
+    let view = policy_view(resp.headers(), &settings.targeted);
+    let strip = targeted_in(resp.headers(), settings);
+    let policy = policy_of(
+        &head,
+        resp.status(),
+        view.as_ref().unwrap_or(resp.headers()),
+        now,
+        settings,
+    );
+    // Targeted fields are for this cache: not passed on.
+    let mut resp = resp;
+    let mut targeted = HeaderMap::new();
+    for name in strip.iter() {
+        for v in resp.headers().get_all(name) {
+            targeted.append(name.clone(), v.clone());
+        }
+        resp.headers_mut().remove(name);
+    }
+    let h = view.as_ref().unwrap_or(resp.headers());
     let storable = policy.is_storable()
         && !varies_on_everything(h)
         && !shares_cookies(h)
         && (!policy.time_to_live(now).is_zero() || has_validator(h));
     if !storable {
-        let reason = not_stored_reason(head.headers(), resp.status().as_u16(), resp.headers());
+        let reason = not_stored_reason(head.headers(), resp.status().as_u16(), h);
         return Ok((
             with_status(resp, &format!("fwd={why}; detail={reason}")),
             None,
@@ -678,15 +732,21 @@ async fn store_response(
             (n, v)
         })
         .collect();
+    let mut stored = parts.headers.clone();
+    for (name, value) in &targeted {
+        stored.append(name.clone(), value.clone());
+    }
     let entry = Arc::new(Entry::new(EntryParts {
         key,
         policy,
         status: parts.status,
         version: parts.version,
-        headers: parts.headers.clone(),
+        headers: stored,
         body: body_bytes.clone(),
         vary,
         method: head.method().clone(),
+        view,
+        strip,
     }));
     store.put(entry.clone(), replaces);
     let body = http_body_util::Full::new(body_bytes)
@@ -697,6 +757,33 @@ async fn store_response(
         with_status(resp, &format!("fwd={why}; stored")),
         Some(entry),
     ))
+}
+
+/// The policy for a response of `status` with `headers` to `head`.
+fn policy_of(
+    head: &Request<()>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+    settings: &RouteCache,
+) -> CachePolicy {
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers.clone();
+    CachePolicy::new_options(head, &resp, now, options(settings))
+}
+
+/// The targeted fields of `settings` that `headers` carries.
+fn targeted_in(headers: &HeaderMap, settings: &RouteCache) -> Box<[header::HeaderName]> {
+    if !has_targeted(headers, &settings.targeted) {
+        return Box::default();
+    }
+    settings
+        .targeted
+        .iter()
+        .filter(|t| headers.contains_key(*t))
+        .cloned()
+        .collect()
 }
 
 /// RFC 9111 §4.2.3: the initial age is the larger of `Age` and the

@@ -38,6 +38,13 @@ pub struct Entry {
     pub vary: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     /// The method of the request that fetched it (GET or HEAD).
     pub method: http::Method,
+    /// The policy decided by a view of the headers (a targeted field in
+    /// place of `Cache-Control`, directive names lower-cased): served
+    /// responses get `headers`' own `Cache-Control` and `Expires` back.
+    pub rewritten: bool,
+    /// Targeted cache-control fields it carries: for this cache, left out
+    /// of what is served.
+    pub strip: Box<[http::HeaderName]>,
 }
 
 /// What an entry is made of; the rest is derived from it.
@@ -50,6 +57,9 @@ pub struct Parts {
     pub body: Bytes,
     pub vary: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     pub method: http::Method,
+    /// The headers the policy was built from, when not `headers`.
+    pub view: Option<HeaderMap>,
+    pub strip: Box<[http::HeaderName]>,
 }
 
 impl Entry {
@@ -57,7 +67,7 @@ impl Entry {
     /// `Cache-Control`, tags from `Surrogate-Key`.
     pub fn new(p: Parts) -> Entry {
         let now = SystemTime::now();
-        let (swr, sie) = stale_allowances(&p.headers);
+        let (swr, sie) = stale_allowances(p.view.as_ref().unwrap_or(&p.headers));
         let tags = p
             .headers
             .get_all("surrogate-key")
@@ -79,6 +89,8 @@ impl Entry {
             sie,
             vary: p.vary,
             method: p.method,
+            rewritten: p.view.is_some(),
+            strip: p.strip,
         }
     }
 

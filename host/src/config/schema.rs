@@ -1024,6 +1024,9 @@ pub struct CacheSection {
     pub purge_method: bool,
     /// Optional shared second tier, e.g. `redis://127.0.0.1:6379/0`.
     pub redis_url: Option<String>,
+    /// Targeted cache-control fields (RFC 9213) this cache obeys, first
+    /// present wins over `Cache-Control`; they are not passed on.
+    pub targeted_cache_control: Vec<String>,
 }
 
 impl Default for CacheSection {
@@ -1038,6 +1041,11 @@ impl Default for CacheSection {
             collapse_timeout: Dur::secs(5),
             purge_method: false,
             redis_url: None,
+            targeted_cache_control: vec![
+                "Switchyard-Cache-Control".into(),
+                "CDN-Cache-Control".into(),
+                "Surrogate-Control".into(),
+            ],
         }
     }
 }

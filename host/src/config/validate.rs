@@ -314,6 +314,11 @@ fn header_names(key: String, names: &[String], p: &mut Problems) {
 fn validate_cache(config: &Config, p: &mut Problems) {
     let c = &config.cache;
     header_names("cache.key_headers".into(), &c.key_headers, p);
+    header_names(
+        "cache.targeted_cache_control".into(),
+        &c.targeted_cache_control,
+        p,
+    );
     for (i, route) in config.routes.iter().enumerate() {
         if let Some(names) = &route.cache_key_headers {
             header_names(format!("routes[{i}].cache_key_headers"), names, p);

@@ -181,6 +181,12 @@ impl ProxyState {
                             .map(|h| h.to_ascii_lowercase())
                             .collect(),
                         max_object: config.cache.max_object_size.0,
+                        targeted: config
+                            .cache
+                            .targeted_cache_control
+                            .iter()
+                            .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                            .collect(),
                         heuristic: config.cache.heuristic_freshness,
                         collapse_timeout: config.cache.collapse_timeout.get(),
                         purge_method: config.cache.purge_method,

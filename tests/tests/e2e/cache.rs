@@ -580,3 +580,238 @@ async fn two_instances_share_through_redis_and_ride_out_its_outage() {
     })
     .await;
 }
+
+/// Each response is stored and its second request is a hit, whatever its
+/// `Age` (RFC 9111 §5.1: an invalid `Age` is ignored, the first valid one
+/// of several counts) — before, any `Age` that was not one integer kept
+/// the response out of the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ages_that_are_not_one_delta_seconds_are_ignored_not_refused() {
+    let (origin, proxy, http) = setup("").await;
+    let cases: &[(&str, &[&str], u64)] = &[
+        ("/nonnumeric", &["abc"], 0),
+        ("/negative", &["-5"], 0),
+        ("/float", &["1.5"], 0),
+        ("/suffixed", &["30s"], 0),
+        ("/parameter", &["30;x=1"], 0),
+        ("/list", &["10, 20"], 0),
+        ("/empty", &[""], 0),
+        ("/two-lines", &["20", "40"], 20),
+        ("/bad-then-good", &["x", "25"], 25),
+    ];
+    for (path, ages, _) in cases {
+        let mut script = Script::ok("max-age=3600", path);
+        for a in *ages {
+            script = script.header("age", a);
+        }
+        origin.script(path, script);
+    }
+    for (path, _, counted) in cases {
+        let first = get(&http, &proxy, path, &[]).await;
+        assert_eq!(first.status, 200, "{path}");
+        let second = get(&http, &proxy, path, &[]).await;
+        assert!(
+            cache_status(&second).starts_with("Switchyard; hit"),
+            "{path}: {}",
+            cache_status(&second)
+        );
+        assert_eq!(origin.hits(path), 1, "{path}");
+        let age: u64 = second
+            .header("age")
+            .expect("an Age")
+            .parse()
+            .expect("one integer");
+        assert!(age >= *counted && age < counted + 30, "{path}: Age {age}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_control_directive_names_are_case_insensitive() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script("/upper-max-age", Script::ok("Max-Age=3600", "a"));
+    origin.script("/upper-no-store", Script::ok("max-age=3600, No-Store", "b"));
+    origin.script("/upper-private", Script::ok("PRIVATE, max-age=3600", "c"));
+    origin.script(
+        "/upper-no-cache",
+        Script::ok("max-age=3600, No-Cache", "d").header("etag", "\"d\""),
+    );
+    for _ in 0..2 {
+        for p in [
+            "/upper-max-age",
+            "/upper-no-store",
+            "/upper-private",
+            "/upper-no-cache",
+        ] {
+            get(&http, &proxy, p, &[]).await;
+        }
+    }
+    assert_eq!(origin.hits("/upper-max-age"), 1, "Max-Age is max-age");
+    assert_eq!(origin.hits("/upper-no-store"), 2, "No-Store is no-store");
+    assert_eq!(origin.hits("/upper-private"), 2, "PRIVATE is private");
+    assert_eq!(
+        origin.hits("/upper-no-cache"),
+        2,
+        "No-Cache revalidates every time"
+    );
+    // A request's directives too.
+    let forced = get(
+        &http,
+        &proxy,
+        "/upper-max-age",
+        &[("cache-control", "No-Cache")],
+    )
+    .await;
+    assert!(
+        !cache_status(&forced).starts_with("Switchyard; hit"),
+        "{}",
+        cache_status(&forced)
+    );
+    assert_eq!(origin.hits("/upper-max-age"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_updates_the_stored_headers_but_not_the_framing() {
+    let (origin, proxy, http) = setup("").await;
+    let mut script = Script::ok("max-age=1", "the stored body")
+        .header("etag", "\"v1\"")
+        .header("content-md5", "old-md5")
+        .header("x-version", "1")
+        .header("date", "Mon, 01 Jan 2024 00:00:00 GMT");
+    script.not_modified = Some(vec![
+        ("cache-control".into(), "max-age=3600".into()),
+        ("etag".into(), "\"v2\"".into()),
+        ("content-md5".into(), "new-md5".into()),
+        ("x-version".into(), "2".into()),
+        ("content-length".into(), "0".into()),
+    ]);
+    origin.script("/updated", script);
+    let first = get(&http, &proxy, "/updated", &[]).await;
+    assert_eq!(first.header("etag"), Some("\"v1\""));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let revalidated = get(&http, &proxy, "/updated", &[]).await;
+    assert!(
+        cache_status(&revalidated).contains("fwd-status=304"),
+        "{}",
+        cache_status(&revalidated)
+    );
+    for r in [&revalidated, &get(&http, &proxy, "/updated", &[]).await] {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, "the stored body", "the body is the stored one");
+        assert_eq!(r.header("etag"), Some("\"v2\""));
+        assert_eq!(r.header("content-md5"), Some("new-md5"));
+        assert_eq!(r.header("x-version"), Some("2"));
+        assert_ne!(
+            r.header("date"),
+            Some("Mon, 01 Jan 2024 00:00:00 GMT"),
+            "Date from the 304"
+        );
+        assert_eq!(r.header("content-length"), Some("15"), "not the 304's");
+    }
+    // The 304's max-age now decides: a hit, no third request.
+    assert_eq!(origin.hits("/updated"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_cache_control_decides_for_this_cache_and_is_not_passed_on() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/cdn",
+        Script::ok("no-store", "cdn").header("cdn-cache-control", "max-age=3600"),
+    );
+    origin.script(
+        "/surrogate",
+        Script::ok("private", "surrogate").header("surrogate-control", "Max-Age=3600"),
+    );
+    origin.script(
+        "/ours-first",
+        Script::ok("max-age=3600", "ours")
+            .header("switchyard-cache-control", "no-store")
+            .header("cdn-cache-control", "max-age=3600"),
+    );
+    for _ in 0..2 {
+        for p in ["/cdn", "/surrogate", "/ours-first"] {
+            let r = get(&http, &proxy, p, &[]).await;
+            assert_eq!(r.status, 200, "{p}");
+            for t in [
+                "cdn-cache-control",
+                "surrogate-control",
+                "switchyard-cache-control",
+            ] {
+                assert!(r.header(t).is_none(), "{p}: {t} is for this cache only");
+            }
+        }
+    }
+    assert_eq!(
+        origin.hits("/cdn"),
+        1,
+        "CDN-Cache-Control over Cache-Control: no-store"
+    );
+    assert_eq!(
+        origin.hits("/surrogate"),
+        1,
+        "Surrogate-Control over Cache-Control: private"
+    );
+    assert_eq!(
+        origin.hits("/ours-first"),
+        2,
+        "the first of the target list wins"
+    );
+    let hit = get(&http, &proxy, "/cdn", &[]).await;
+    assert_eq!(
+        hit.header("cache-control"),
+        Some("no-store"),
+        "downstream caches see the origin's own"
+    );
+    // With the list emptied, Cache-Control alone decides.
+    let (origin, proxy, http) = setup("targeted_cache_control = []").await;
+    origin.script(
+        "/cdn",
+        Script::ok("no-store", "cdn").header("cdn-cache-control", "max-age=3600"),
+    );
+    get(&http, &proxy, "/cdn", &[]).await;
+    let r = get(&http, &proxy, "/cdn", &[]).await;
+    assert_eq!(origin.hits("/cdn"), 2);
+    assert_eq!(
+        r.header("cdn-cache-control"),
+        Some("max-age=3600"),
+        "passed on when not ours"
+    );
+}
+
+/// A caching origin answers errors on purpose (stale-if-error is exercised
+/// that way): the default policies must not eject it, or every request
+/// would get a 503 while a stale copy or a healthy answer exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_answering_errors_on_purpose_is_not_ejected_by_default() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script("/sie", Script::ok("max-age=1, stale-if-error=600", "good"));
+    origin.script("/fine", Script::ok("no-store", "fine"));
+    get(&http, &proxy, "/sie", &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for status in [500u16, 502, 503, 504] {
+        origin.script(
+            "/sie",
+            Script {
+                status,
+                ..Script::ok("no-store", "down")
+            },
+        );
+        for _ in 0..10 {
+            let r = get(&http, &proxy, "/sie", &[]).await;
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, "good"),
+                "stale-if-error over {status}"
+            );
+        }
+    }
+    let fine = get(&http, &proxy, "/fine", &[]).await;
+    assert_eq!(
+        (fine.status, fine.body.as_str()),
+        (200, "fine"),
+        "the origin is still in rotation"
+    );
+    origin.script("/sie", Script::ok("max-age=60", "recovered"));
+    let back = get(&http, &proxy, "/sie", &[]).await;
+    assert_eq!(back.body, "recovered");
+}

@@ -26,6 +26,7 @@ async fn one_backend_answering_500_on_one_url_keeps_the_site_serving() {
             headers: vec![],
             body: "application error".into(),
             delay: Duration::ZERO,
+            not_modified: None,
         },
     );
     // The defaults: no outlier section, one backend.

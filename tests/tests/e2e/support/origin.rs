@@ -23,6 +23,9 @@ pub struct Script {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub delay: Duration,
+    /// A conditional request gets a `304` with these headers instead (and
+    /// not the script's own).
+    pub not_modified: Option<Vec<(String, String)>>,
 }
 
 impl Script {
@@ -32,6 +35,7 @@ impl Script {
             headers: vec![("cache-control".into(), cache_control.into())],
             body: body.into(),
             delay: Duration::ZERO,
+            not_modified: None,
         }
     }
 
@@ -148,6 +152,19 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
             .get("if-none-match")
             .and_then(|v| v.to_str().ok())
             == etag.as_deref();
+    if let Some(headers) = &script.not_modified
+        && req.headers().contains_key("if-none-match")
+    {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+        for (n, v) in headers {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        return r;
+    }
     let (status, body) = if revalidated && script.status == 200 {
         (304, String::new())
     } else {
