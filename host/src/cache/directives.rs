@@ -100,9 +100,11 @@ pub fn not_stored_reason(request: &HeaderMap, status: u16, response: &HeaderMap)
         "set-cookie"
     } else if varies_on_everything(response) {
         "vary-star"
+    } else if status == 206 {
+        "partial"
     } else if !matches!(
         status,
-        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     ) {
         "status"
     } else {

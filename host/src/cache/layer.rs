@@ -357,12 +357,127 @@ fn serve(
     for name in e.strip.iter() {
         parts.headers.remove(name);
     }
+    let range = match (not_modified, req.method() == Method::GET, e.status) {
+        (false, true, StatusCode::OK) if req.headers().contains_key(header::RANGE) => {
+            byte_range(req.headers(), &parts.headers, e.body.len() as u64)
+        }
+        _ => Ranged::Whole,
+    };
     let mut resp = Response::from_parts(parts, body);
     if not_modified {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }
+    let len = e.body.len();
+    match range {
+        Ranged::Whole => {}
+        Ranged::Part(first, last) => {
+            // RFC 9110 §14.2: one range of a stored full response.
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            *resp.body_mut() =
+                http_body_util::Full::new(e.body.slice(first as usize..=last as usize))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+            let h = resp.headers_mut();
+            h.remove(header::CONTENT_LENGTH);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        Ranged::Unsatisfiable => {
+            *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            *resp.body_mut() = empty_body();
+            let h = resp.headers_mut();
+            h.remove(header::CONTENT_LENGTH);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+    }
     with_status(resp, status)
+}
+
+/// What a `Range` request gets from a stored full response.
+#[derive(Debug, PartialEq, Eq)]
+enum Ranged {
+    /// The whole response: no usable `Range`, several ranges, or an
+    /// `If-Range` that no longer matches (RFC 9110 §13.1.5, §14.2).
+    Whole,
+    /// Bytes `first..=last`.
+    Part(u64, u64),
+    /// 416: the range starts past the end (or the content is empty).
+    Unsatisfiable,
+}
+
+/// The one byte range of a request against a stored response of `len`
+/// bytes. A `Range` the proxy cannot use is ignored, as §14.2 allows.
+fn byte_range(req: &HeaderMap, stored: &HeaderMap, len: u64) -> Ranged {
+    let mut lines = req.get_all(header::RANGE).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return Ranged::Whole;
+    };
+    if let Some(cond) = req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        let cond = cond.trim();
+        let holds = if cond.starts_with('"') {
+            // A strong comparison: weak tags never match.
+            stored
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|etag| etag.trim() == cond)
+        } else {
+            stored
+                .get(header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|lm| lm.trim() == cond)
+        };
+        if !holds {
+            return Ranged::Whole;
+        }
+    }
+    let Some(spec) = line.to_str().ok().and_then(|v| {
+        let (unit, spec) = v.trim().split_once('=')?;
+        unit.trim()
+            .eq_ignore_ascii_case("bytes")
+            .then_some(spec.trim())
+    }) else {
+        return Ranged::Whole;
+    };
+    if spec.contains(',') {
+        return Ranged::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ranged::Whole;
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (a.trim(), b.trim()) {
+        ("", suffix) => match number(suffix) {
+            None => Ranged::Whole,
+            Some(0) => Ranged::Unsatisfiable,
+            Some(_) if len == 0 => Ranged::Unsatisfiable,
+            Some(n) => Ranged::Part(len.saturating_sub(n), len - 1),
+        },
+        (first, last) => {
+            let Some(first) = number(first) else {
+                return Ranged::Whole;
+            };
+            let last = match last {
+                "" => len.saturating_sub(1),
+                l => match number(l) {
+                    Some(l) if l >= first => l.min(len.saturating_sub(1)),
+                    _ => return Ranged::Whole,
+                },
+            };
+            if first >= len {
+                Ranged::Unsatisfiable
+            } else {
+                Ranged::Part(first, last)
+            }
+        }
+    }
 }
 
 /// A stale entry served as it is (with its current `Age`).
@@ -680,7 +795,10 @@ async fn store_response(
         resp.headers_mut().remove(name);
     }
     let h = view.as_ref().unwrap_or(resp.headers());
+    // A partial response is not stored (RFC 9111 §3.4 would allow combining
+    // parts; this cache stores whole responses and serves ranges of them).
     let storable = policy.is_storable()
+        && resp.status() != StatusCode::PARTIAL_CONTENT
         && !varies_on_everything(h)
         && !shares_cookies(h)
         && (!policy.time_to_live(now).is_zero() || has_validator(h));

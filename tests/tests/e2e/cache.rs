@@ -815,3 +815,107 @@ async fn an_origin_answering_errors_on_purpose_is_not_ejected_by_default() {
     let back = get(&http, &proxy, "/sie", &[]).await;
     assert_eq!(back.body, "recovered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_are_served_from_a_stored_full_response_and_partials_are_not_stored() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/file",
+        Script::ok("max-age=3600", "0123456789abcdefghij")
+            .header("etag", "\"f1\"")
+            .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    );
+    // A backend's 206 is passed on, never stored (a later full request
+    // must not get the part).
+    origin.script(
+        "/part",
+        Script {
+            status: 206,
+            ..Script::ok("max-age=3600", "01").header("content-range", "bytes 0-1/20")
+        },
+    );
+    for _ in 0..2 {
+        let part = get(&http, &proxy, "/part", &[("range", "bytes=0-1")]).await;
+        assert_eq!((part.status, part.body.as_str()), (206, "01"));
+        assert!(
+            cache_status(&part).contains("detail=partial"),
+            "{}",
+            cache_status(&part)
+        );
+    }
+    assert_eq!(origin.hits("/part"), 2);
+    let whole = get(&http, &proxy, "/file", &[]).await;
+    assert_eq!(
+        (whole.status, whole.body.as_str()),
+        (200, "0123456789abcdefghij")
+    );
+    let hits_before = origin.hits("/file");
+    // (request headers, status, body, Content-Range)
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str, Option<&'a str>);
+    let cases: &[Case] = &[
+        (&[("range", "bytes=0-3")], 206, "0123", Some("bytes 0-3/20")),
+        (
+            &[("range", "bytes=10-")],
+            206,
+            "abcdefghij",
+            Some("bytes 10-19/20"),
+        ),
+        (
+            &[("range", "bytes=-5")],
+            206,
+            "fghij",
+            Some("bytes 15-19/20"),
+        ),
+        (
+            &[("range", "bytes=15-99")],
+            206,
+            "fghij",
+            Some("bytes 15-19/20"),
+        ),
+        (&[("range", "bytes=20-")], 416, "", Some("bytes */20")),
+        (
+            &[("range", "bytes=0-1,5-6")],
+            200,
+            "0123456789abcdefghij",
+            None,
+        ),
+        (&[("range", "lines=0-1")], 200, "0123456789abcdefghij", None),
+        (&[("range", "bytes=5-2")], 200, "0123456789abcdefghij", None),
+        (
+            &[("range", "bytes=0-3"), ("if-range", "\"f1\"")],
+            206,
+            "0123",
+            Some("bytes 0-3/20"),
+        ),
+        (
+            &[("range", "bytes=0-3"), ("if-range", "\"other\"")],
+            200,
+            "0123456789abcdefghij",
+            None,
+        ),
+        (
+            &[
+                ("range", "bytes=0-3"),
+                ("if-range", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ],
+            206,
+            "0123",
+            Some("bytes 0-3/20"),
+        ),
+    ];
+    for (headers, status, body, content_range) in cases {
+        let r = get(&http, &proxy, "/file", headers).await;
+        assert_eq!((r.status, r.body.as_str()), (*status, *body), "{headers:?}");
+        assert_eq!(r.header("content-range"), *content_range, "{headers:?}");
+        assert!(
+            cache_status(&r).starts_with("Switchyard; hit"),
+            "{headers:?}: {}",
+            cache_status(&r)
+        );
+    }
+    assert_eq!(
+        origin.hits("/file"),
+        hits_before,
+        "every range came from the cache"
+    );
+}
