@@ -40,5 +40,5 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let status = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(10)))
         .expect("proxy exited");
     assert!(status.success(), "clean exit: {status:?}");
-    assert!(proxy.logs().contains("SIGTERM received"));
+    proxy.wait_log("SIGTERM received").await;
 }

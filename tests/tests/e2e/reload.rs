@@ -277,7 +277,7 @@ async fn a_broken_config_leaves_the_running_one_serving() {
         },
     )
     .await;
-    assert!(proxy.logs().contains("the running config stays"));
+    proxy.wait_log("the running config stays").await;
     drop(taken);
     proxy.write_config(&good);
     let (status, body) = proxy.reload().await;

@@ -499,12 +499,20 @@ async fn an_mtls_backend_refuses_the_proxy_without_its_client_certificate() {
         .apply(&backend_tls_config(backend.addr, &unverified, ""))
         .await;
     assert_eq!(get(&proxy.url("/")).await.expect("request").status, 200);
-    assert_eq!(proxy.logs().matches(warning).count(), 1, "{}", proxy.logs());
+    // The log is read from the proxy's stderr as it comes: wait for the line.
+    let warned = |n: usize| {
+        let proxy = &proxy;
+        eventually(PATIENCE, "the warning in the log", move || {
+            let count = proxy.logs().matches(warning).count();
+            std::future::ready((count >= n).then_some(count))
+        })
+    };
+    assert_eq!(warned(1).await, 1, "{}", proxy.logs());
     let touched = "[upstreams.app.retry]\nattempts = 1\n";
     proxy
         .apply(&backend_tls_config(backend.addr, &unverified, touched))
         .await;
-    assert_eq!(proxy.logs().matches(warning).count(), 2, "{}", proxy.logs());
+    assert_eq!(warned(2).await, 2, "{}", proxy.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

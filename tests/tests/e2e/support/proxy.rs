@@ -188,6 +188,17 @@ impl Proxy {
         );
     }
 
+    /// Waits until the log shows `text`: lines are read from the proxy's
+    /// stderr as they come, a little after they are written.
+    pub async fn wait_log(&self, text: &str) {
+        super::eventually(
+            Duration::from_secs(30),
+            &format!("{text:?} in the log"),
+            || std::future::ready(self.logs().contains(text).then_some(())),
+        )
+        .await;
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
