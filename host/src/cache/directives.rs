@@ -199,14 +199,27 @@ fn targeted_value(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<h
 /// first targeted field of `targets` present (`CDN-Cache-Control` and the
 /// like, RFC 9213) stands in for `Cache-Control`, and `Expires` is then
 /// ignored, as §2.1 asks of a cache on the target list; directive names are
-/// lower-cased. `None`: the response's own headers decide as they are.
-pub fn policy_view(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<HeaderMap> {
+/// lower-cased; and `must-understand` (§5.2.2.3) applied: with a status
+/// this cache implements, `no-store` is ignored; with any other, the
+/// response is not stored. `None`: the response's own headers decide as
+/// they are.
+pub fn policy_view(
+    headers: &HeaderMap,
+    targets: &[http::HeaderName],
+    status: u16,
+) -> Option<HeaderMap> {
     let targeted = targeted_value(headers, targets);
     let case = headers
         .get_all(CACHE_CONTROL)
         .iter()
         .any(|v| lowercase_directives(v).is_some());
-    if targeted.is_none() && !case {
+    let must_understand = match &targeted {
+        Some(v) => v
+            .to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("must-understand")),
+        None => has(headers, "must-understand"),
+    };
+    if targeted.is_none() && !case && !must_understand {
         return None;
     }
     let mut view = headers.clone();
@@ -215,7 +228,32 @@ pub fn policy_view(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<
         view.insert(CACHE_CONTROL, value);
     }
     normalize_cache_control(&mut view);
+    if must_understand {
+        let kept: Vec<String> = directives(&view)
+            .filter(|(n, _)| n != "no-store")
+            .map(|(n, v)| match v {
+                Some(v) => format!("{n}={v}"),
+                None => n,
+            })
+            .collect();
+        let mut value = kept.join(", ");
+        if !understood_status(status) {
+            value.push_str(", no-store");
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            view.insert(CACHE_CONTROL, v);
+        }
+    }
     Some(view)
+}
+
+/// Statuses whose caching requirements this cache implements (RFC 9111
+/// §3, §5.2.2.3): the heuristically cacheable ones and the redirects.
+fn understood_status(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// Whether a response carries any of the targeted fields (which are for
@@ -353,22 +391,22 @@ mod tests {
         let mut m = lines("cache-control", &["no-store"]);
         m.insert("expires", "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap());
         m.insert("cdn-cache-control", "max-age=600".parse().unwrap());
-        let view = policy_view(&m, &targets).expect("targeted");
+        let view = policy_view(&m, &targets, 200).expect("targeted");
         assert_eq!(view["cache-control"], "max-age=600");
         assert!(view.get("expires").is_none());
         m.insert("switchyard-cache-control", "Max-Age=5".parse().unwrap());
         assert_eq!(
-            policy_view(&m, &targets).expect("targeted")["cache-control"],
+            policy_view(&m, &targets, 200).expect("targeted")["cache-control"],
             "max-age=5"
         );
         // Empty or invalid: the next one, else Cache-Control as it is.
         m.insert("switchyard-cache-control", "=,".parse().unwrap());
         assert_eq!(
-            policy_view(&m, &targets).expect("targeted")["cache-control"],
+            policy_view(&m, &targets, 200).expect("targeted")["cache-control"],
             "max-age=600"
         );
         m.remove("cdn-cache-control");
-        assert!(policy_view(&m, &targets).is_none());
+        assert!(policy_view(&m, &targets, 200).is_none());
         assert!(has_targeted(&m, &targets));
     }
 

@@ -715,7 +715,7 @@ where
         sanitize_age(resp.headers_mut());
         let mut headers = entry.headers.clone();
         update_from_304(&mut headers, resp.headers());
-        let view = policy_view(&headers, &settings.targeted);
+        let view = policy_view(&headers, &settings.targeted, entry.status.as_u16());
         let policy = policy_of(
             &head,
             entry.status,
@@ -776,7 +776,7 @@ async fn store_response(
     let mut resp = resp;
     sanitize_age(resp.headers_mut());
     correct_age(resp.headers_mut(), now);
-    let view = policy_view(resp.headers(), &settings.targeted);
+    let view = policy_view(resp.headers(), &settings.targeted, resp.status().as_u16());
     let strip = targeted_in(resp.headers(), settings);
     let policy = policy_of(
         &head,

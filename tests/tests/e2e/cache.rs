@@ -919,3 +919,40 @@ async fn ranges_are_served_from_a_stored_full_response_and_partials_are_not_stor
         "every range came from the cache"
     );
 }
+
+/// RFC 9111 §5.2.2.3: with `must-understand`, a cache that implements the
+/// status ignores `no-store`; one that does not, does not store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_understand_overrides_no_store_for_statuses_this_cache_implements() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/mu",
+        Script::ok("must-understand, no-store, max-age=3600", "mu"),
+    );
+    origin.script(
+        "/mu-unknown",
+        Script {
+            status: 299,
+            ..Script::ok("must-understand, no-store, max-age=3600", "odd")
+        },
+    );
+    origin.script("/no-store", Script::ok("no-store, max-age=3600", "ns"));
+    for _ in 0..2 {
+        for p in ["/mu", "/mu-unknown", "/no-store"] {
+            get(&http, &proxy, p, &[]).await;
+        }
+    }
+    assert_eq!(origin.hits("/mu"), 1, "understood status: no-store ignored");
+    assert_eq!(
+        origin.hits("/mu-unknown"),
+        2,
+        "status 299 is not understood"
+    );
+    assert_eq!(origin.hits("/no-store"), 2, "no-store alone still holds");
+    let hit = get(&http, &proxy, "/mu", &[]).await;
+    assert_eq!(
+        hit.header("cache-control"),
+        Some("must-understand, no-store, max-age=3600"),
+        "passed on as the origin wrote it"
+    );
+}
