@@ -195,6 +195,56 @@ fn targeted_value(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<h
     })
 }
 
+/// The directives of a `Cache-Control` value, split at commas outside
+/// quoted strings (`private="a, b"` is one directive).
+fn split_quoted(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|d| !d.is_empty());
+    out
+}
+
+/// The field names of a qualified `private="…"` or `no-cache="…"`
+/// (RFC 9111 §5.2.2.4, §5.2.2.7), if `directive` is one.
+fn qualified(directive: &str) -> Option<Vec<http::HeaderName>> {
+    let (name, arg) = directive.split_once('=')?;
+    let name = name.trim().to_ascii_lowercase();
+    if name != "private" && name != "no-cache" {
+        return None;
+    }
+    let arg = arg.trim().strip_prefix('"')?.strip_suffix('"')?;
+    Some(
+        arg.split(',')
+            .filter_map(|f| http::HeaderName::from_bytes(f.trim().as_bytes()).ok())
+            .collect(),
+    )
+}
+
+/// Fields a shared cache must not store (`private="…"`) or send without
+/// revalidating (`no-cache="…"`): this cache stores neither, and may then
+/// store the rest of the response.
+pub fn omitted_fields(headers: &HeaderMap) -> Vec<http::HeaderName> {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(split_quoted)
+        .filter_map(qualified)
+        .flatten()
+        .collect()
+}
+
 /// The header section the cache decides by, from a stored response's: the
 /// first targeted field of `targets` present (`CDN-Cache-Control` and the
 /// like, RFC 9213) stands in for `Cache-Control`, and `Expires` is then
@@ -219,13 +269,36 @@ pub fn policy_view(
             .is_ok_and(|v| v.to_ascii_lowercase().contains("must-understand")),
         None => has(headers, "must-understand"),
     };
-    if targeted.is_none() && !case && !must_understand {
+    let has_qualified = !omitted_fields(headers).is_empty();
+    if targeted.is_none() && !case && !must_understand && !has_qualified {
         return None;
     }
     let mut view = headers.clone();
     if let Some(value) = targeted {
         view.remove(http::header::EXPIRES);
         view.insert(CACHE_CONTROL, value);
+    }
+    if has_qualified {
+        // The qualified forms restrict fields, not the response: the
+        // policy sees the response without them and without the fields
+        // (which are not stored).
+        for name in omitted_fields(headers) {
+            view.remove(name);
+        }
+        let kept: Vec<String> = view
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(split_quoted)
+            .filter(|d| qualified(d).is_none())
+            .map(str::to_string)
+            .collect();
+        view.remove(CACHE_CONTROL);
+        if let Ok(v) = http::HeaderValue::from_str(&kept.join(", "))
+            && !kept.is_empty()
+        {
+            view.insert(CACHE_CONTROL, v);
+        }
     }
     normalize_cache_control(&mut view);
     if must_understand {

@@ -21,8 +21,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::cache_key;
 use super::directives::{
-    has_targeted, normalize_cache_control, not_stored_reason, policy_view, request_forbids_stale,
-    sanitize_age, shares_cookies, update_from_304, varies_on_everything,
+    has_targeted, normalize_cache_control, not_stored_reason, omitted_fields, policy_view,
+    request_forbids_stale, sanitize_age, shares_cookies, update_from_304, varies_on_everything,
 };
 use super::store::{CacheStore, Entry, Parts as EntryParts};
 use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
@@ -853,6 +853,9 @@ async fn store_response(
     let mut stored = parts.headers.clone();
     for (name, value) in &targeted {
         stored.append(name.clone(), value.clone());
+    }
+    for name in omitted_fields(&stored) {
+        stored.remove(name);
     }
     let entry = Arc::new(Entry::new(EntryParts {
         key,

@@ -956,3 +956,51 @@ async fn must_understand_overrides_no_store_for_statuses_this_cache_implements()
         "passed on as the origin wrote it"
     );
 }
+
+/// RFC 9111 §5.2.2.4 and §5.2.2.7: `private="FIELD"` and `no-cache="FIELD"`
+/// restrict the fields, not the response: it is stored without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qualified_private_and_no_cache_keep_only_the_named_fields_out() {
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/private-field",
+        Script::ok("max-age=3600, private=\"x-user, x-team\"", "p")
+            .header("x-user", "alice")
+            .header("x-team", "blue")
+            .header("x-other", "kept"),
+    );
+    origin.script(
+        "/no-cache-cookie",
+        Script::ok("max-age=3600, no-cache=\"set-cookie\"", "c")
+            .header("set-cookie", "session=secret"),
+    );
+    let first = get(&http, &proxy, "/private-field", &[]).await;
+    assert_eq!(
+        first.header("x-user"),
+        Some("alice"),
+        "the fetching client gets it"
+    );
+    let hit = get(&http, &proxy, "/private-field", &[]).await;
+    assert!(
+        cache_status(&hit).starts_with("Switchyard; hit"),
+        "{}",
+        cache_status(&hit)
+    );
+    assert_eq!((hit.header("x-user"), hit.header("x-team")), (None, None));
+    assert_eq!(hit.header("x-other"), Some("kept"));
+    assert_eq!(origin.hits("/private-field"), 1);
+
+    get(&http, &proxy, "/no-cache-cookie", &[]).await;
+    let hit = get(&http, &proxy, "/no-cache-cookie", &[]).await;
+    assert!(
+        cache_status(&hit).starts_with("Switchyard; hit"),
+        "{}",
+        cache_status(&hit)
+    );
+    assert_eq!(
+        hit.header("set-cookie"),
+        None,
+        "one user's cookie never reaches another"
+    );
+    assert_eq!(origin.hits("/no-cache-cookie"), 1);
+}
