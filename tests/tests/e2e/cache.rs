@@ -1004,3 +1004,57 @@ async fn qualified_private_and_no_cache_keep_only_the_named_fields_out() {
     );
     assert_eq!(origin.hits("/no-cache-cookie"), 1);
 }
+
+/// RFC 9111 §4.4: a 3xx answer to an unsafe method invalidates too, and so
+/// do its `Location` and `Content-Location`; an error answer invalidates
+/// nothing; a safe method never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_invalidate_their_locations_and_errors_invalidate_nothing() {
+    let (origin, proxy, http) = setup("").await;
+    for p in ["/a", "/b", "/c", "/d"] {
+        origin.script(p, Script::ok("max-age=60", p));
+    }
+    origin.script(
+        "/see-other",
+        Script {
+            status: 303,
+            ..Script::ok("no-store", "")
+                .header("location", "/b")
+                .header("content-location", "/c")
+        },
+    );
+    origin.script(
+        "/fails",
+        Script {
+            status: 500,
+            ..Script::ok("no-store", "").header("location", "/d")
+        },
+    );
+    for p in ["/a", "/b", "/c", "/d"] {
+        get(&http, &proxy, p, &[]).await;
+    }
+    http.request(Method::POST, &proxy.url("/see-other"), &[], "x")
+        .await
+        .expect("post");
+    http.request(Method::DELETE, &proxy.url("/fails"), &[], "")
+        .await
+        .expect("delete");
+    http.request(Method::OPTIONS, &proxy.url("/a"), &[], "")
+        .await
+        .expect("options");
+    for p in ["/a", "/b", "/c", "/d"] {
+        get(&http, &proxy, p, &[]).await;
+    }
+    assert_eq!(
+        origin.hits("/a"),
+        2,
+        "OPTIONS passes through, /a stays cached"
+    );
+    assert_eq!(origin.hits("/b"), 2, "the 303's Location was invalidated");
+    assert_eq!(
+        origin.hits("/c"),
+        2,
+        "the 303's Content-Location was invalidated"
+    );
+    assert_eq!(origin.hits("/d"), 1, "a 500 invalidates nothing");
+}
