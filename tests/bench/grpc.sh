@@ -32,10 +32,4 @@ CONF
 sleep 1
 
 grpc_measure() { $PIN_LOAD target/release/proto-bench grpc-load "http://127.0.0.1:$1" "$CONNS" "$DURATION"; }
-MEASURE=grpc_measure RATE_LABEL=calls/s SECOND_LABEL=errors \
-  run_rounds "$ROUNDS" "direct:$BACKEND_PORT" "switchyard:$SY_PORT" "nginx:$NGINX_PORT"
-for name in direct switchyard nginx; do
-  echo "$name median calls/s: $(median "${RPS[$name]}")"
-done
-echo "switchyard/direct per-round: $(ratios switchyard direct)-> median $(median "$(ratios switchyard direct)")"
-echo "switchyard/nginx  per-round: $(ratios switchyard nginx)-> median $(median "$(ratios switchyard nginx)")"
+MEASURE=grpc_measure three_way calls/s "$BACKEND_PORT" "$SY_PORT" "$NGINX_PORT"

@@ -148,3 +148,16 @@ ratios() { # NAME_A NAME_B
   paste <(tr ' ' '\n' <<<"${RPS[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[$2]}" | grep -v '^$') |
     awk '{ printf "%.3f ", $1/$2 }'
 }
+
+# Rounds against direct:PORT, switchyard:PORT and nginx:PORT with MEASURE,
+# then the medians and the per-round ratios of Switchyard to each.
+three_way() { # UNIT DIRECT_PORT SWITCHYARD_PORT NGINX_PORT
+  RATE_LABEL=$1 SECOND_LABEL=errors \
+    run_rounds "$ROUNDS" "direct:$2" "switchyard:$3" "nginx:$4"
+  for name in direct switchyard nginx; do
+    echo "$name median $1: $(median "${RPS[$name]}")"
+  done
+  for other in direct nginx; do
+    echo "switchyard/$other per-round: $(ratios switchyard $other)-> median $(median "$(ratios switchyard $other)")"
+  done
+}

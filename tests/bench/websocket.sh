@@ -33,10 +33,4 @@ CONF
 sleep 1
 
 ws_measure() { $PIN_LOAD target/release/proto-bench ws-load "ws://127.0.0.1:$1/" "$CONNS" "$DURATION"; }
-MEASURE=ws_measure RATE_LABEL=msgs/s SECOND_LABEL=errors \
-  run_rounds "$ROUNDS" "direct:$BACKEND_PORT" "switchyard:$SY_PORT" "nginx:$NGINX_PORT"
-for name in direct switchyard nginx; do
-  echo "$name median messages/s: $(median "${RPS[$name]}")"
-done
-echo "switchyard/direct per-round: $(ratios switchyard direct)-> median $(median "$(ratios switchyard direct)")"
-echo "switchyard/nginx  per-round: $(ratios switchyard nginx)-> median $(median "$(ratios switchyard nginx)")"
+MEASURE=ws_measure three_way msgs/s "$BACKEND_PORT" "$SY_PORT" "$NGINX_PORT"
