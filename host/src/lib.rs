@@ -11,6 +11,7 @@ pub mod balance;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod health;

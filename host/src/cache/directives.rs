@@ -172,6 +172,50 @@ pub fn normalize_cache_control(headers: &mut HeaderMap) {
     }
 }
 
+/// Request fields responses commonly vary on whose values are
+/// case-insensitive lists: normalised before `Vary` matching (RFC 9111 §4.1
+/// lets a cache normalise values of known identical semantics), so that
+/// `gzip, br` and `GZIP,br` select the same stored variant.
+const VARY_NORMALIZED: [http::header::HeaderName; 3] = [
+    http::header::ACCEPT_ENCODING,
+    http::header::ACCEPT_LANGUAGE,
+    http::header::ACCEPT_CHARSET,
+];
+
+/// Rewrites each of [`VARY_NORMALIZED`] that a request carries as one
+/// line: lower case, no whitespace, its lines joined by `,`. A value
+/// already in that form is left untouched (no allocation).
+pub fn normalize_varying(headers: &mut HeaderMap) {
+    for name in VARY_NORMALIZED {
+        let mut lines = headers.get_all(&name).iter();
+        let Some(first) = lines.next() else { continue };
+        let plain = |v: &http::HeaderValue| {
+            !v.as_bytes()
+                .iter()
+                .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace())
+        };
+        if lines.next().is_none() && plain(first) {
+            continue;
+        }
+        let joined: Vec<u8> = headers
+            .get_all(&name)
+            .iter()
+            .map(|v| {
+                v.as_bytes()
+                    .iter()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .map(u8::to_ascii_lowercase)
+                    .collect::<Vec<u8>>()
+            })
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(&b","[..]);
+        if let Ok(v) = http::HeaderValue::from_bytes(&joined) {
+            headers.insert(name, v);
+        }
+    }
+}
+
 /// The first targeted cache-control field (RFC 9213) of `targets` that a
 /// response carries with a valid, non-empty value: its lines joined.
 fn targeted_value(headers: &HeaderMap, targets: &[http::HeaderName]) -> Option<http::HeaderValue> {
@@ -361,6 +405,19 @@ pub fn update_from_304(stored: &mut HeaderMap, fresh: &HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn varying_fields_normalise_to_one_plain_line() {
+        use http::header::{ACCEPT_ENCODING, ACCEPT_LANGUAGE};
+        let mut h = HeaderMap::new();
+        h.append(ACCEPT_ENCODING, "GZIP, br".parse().unwrap());
+        h.append(ACCEPT_ENCODING, " zstd ; q=0.5".parse().unwrap());
+        h.append(ACCEPT_LANGUAGE, "en-us".parse().unwrap());
+        normalize_varying(&mut h);
+        assert_eq!(h.get_all(ACCEPT_ENCODING).iter().count(), 1);
+        assert_eq!(h[ACCEPT_ENCODING], "gzip,br,zstd;q=0.5");
+        assert_eq!(h[ACCEPT_LANGUAGE], "en-us");
+    }
+
     use super::*;
 
     fn h(cc: &str) -> HeaderMap {

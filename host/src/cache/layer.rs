@@ -21,8 +21,9 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::cache_key;
 use super::directives::{
-    has_targeted, normalize_cache_control, not_stored_reason, omitted_fields, policy_view,
-    request_forbids_stale, sanitize_age, shares_cookies, update_from_304, varies_on_everything,
+    has_targeted, normalize_cache_control, normalize_varying, not_stored_reason, omitted_fields,
+    policy_view, request_forbids_stale, sanitize_age, shares_cookies, update_from_304,
+    varies_on_everything,
 };
 use super::store::{CacheStore, Entry, Parts as EntryParts};
 use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
@@ -142,6 +143,7 @@ where
     if ex.request.headers().contains_key(header::CACHE_CONTROL) {
         normalize_cache_control(ex.request.headers_mut());
     }
+    normalize_varying(ex.request.headers_mut());
     let key = cache_key(
         &host,
         path_and_query(&ex.request),
@@ -711,38 +713,96 @@ where
     if resp.status() == StatusCode::NOT_MODIFIED {
         // RFC 9111 §4.3.4: the stored headers take the 304's (§3.2), and
         // freshness is worked out again from the result, as of now.
-        let now = SystemTime::now();
         sanitize_age(resp.headers_mut());
-        let mut headers = entry.headers.clone();
-        update_from_304(&mut headers, resp.headers());
-        let view = policy_view(&headers, &settings.targeted, entry.status.as_u16());
-        let policy = policy_of(
-            &head,
-            entry.status,
-            view.as_ref().unwrap_or(&headers),
-            now,
-            settings,
-        );
-        let updated = Arc::new(Entry::new(EntryParts {
-            key: entry.key.clone(),
-            policy,
-            status: entry.status,
-            version: entry.version,
-            strip: targeted_in(&headers, settings),
-            headers,
-            body: entry.body.clone(),
-            vary: entry.vary.clone(),
-            method: entry.method.clone(),
-            view,
-        }));
+        let updated = updated_entry(&entry, resp.headers(), &head, settings);
         store.put(updated.clone(), Some(&entry));
         return Ok((resp, Some(updated)));
     }
     if resp.status().is_server_error() {
         return Ok((resp, None));
     }
+    if head.method() == Method::HEAD
+        && resp.status() == StatusCode::OK
+        && entry.method == Method::GET
+    {
+        // A HEAD answer has no body to store: it updates or invalidates
+        // the stored GET instead.
+        sanitize_age(resp.headers_mut());
+        freshen_from_head(store, settings, &key, &head, resp.headers());
+        return Ok((resp, None));
+    }
     let (resp, _) = store_response(head, resp, store, settings, key, Some(&entry), "stale").await?;
     Ok((resp, None))
+}
+
+/// `entry` with the header fields of a `304` (or a `200` to HEAD) merged in
+/// (RFC 9111 §3.2, §4.3.4), its freshness worked out again as of now.
+fn updated_entry(
+    entry: &Entry,
+    fields: &HeaderMap,
+    head: &Request<()>,
+    settings: &RouteCache,
+) -> Arc<Entry> {
+    let mut headers = entry.headers.clone();
+    update_from_304(&mut headers, fields);
+    let view = policy_view(&headers, &settings.targeted, entry.status.as_u16());
+    let policy = policy_of(
+        head,
+        entry.status,
+        view.as_ref().unwrap_or(&headers),
+        SystemTime::now(),
+        settings,
+    );
+    Arc::new(Entry::new(EntryParts {
+        key: entry.key.clone(),
+        policy,
+        status: entry.status,
+        version: entry.version,
+        strip: targeted_in(&headers, settings),
+        headers,
+        body: entry.body.clone(),
+        vary: entry.vary.clone(),
+        method: entry.method.clone(),
+        view,
+    }))
+}
+
+/// RFC 9111 §4.3.5: a `200` to HEAD updates the stored GET responses it
+/// could have been chosen for when its validators agree with theirs, and
+/// invalidates the URI's entries when they do not (a changed `ETag`,
+/// `Last-Modified` or `Content-Length` says the stored body is out of date).
+fn freshen_from_head(
+    store: &CacheStore,
+    settings: &RouteCache,
+    key: &str,
+    head: &Request<()>,
+    resp: &HeaderMap,
+) {
+    let Some(variants) = store.get(key) else {
+        return;
+    };
+    let chosen = variants.iter().filter(|e| {
+        e.method == Method::GET
+            && e.vary
+                .iter()
+                .all(|(n, v)| head.headers().get(n) == v.as_ref())
+    });
+    for entry in chosen {
+        let differs = |name: header::HeaderName| {
+            resp.get(&name)
+                .is_some_and(|v| entry.headers.get(&name) != Some(v))
+        };
+        let length_differs = resp
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n != entry.body.len());
+        if differs(header::ETAG) || differs(header::LAST_MODIFIED) || length_differs {
+            invalidate(store, key);
+            return;
+        }
+        let updated = updated_entry(entry, resp, head, settings);
+        store.put(updated, Some(entry));
+    }
 }
 
 /// Forwards a miss and stores the response when RFC 9111 allows and it fits.
@@ -757,7 +817,11 @@ where
     S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
 {
     let head = head_of(&ex.request);
-    let resp = inner.oneshot(ex).await?;
+    let mut resp = inner.oneshot(ex).await?;
+    if head.method() == Method::HEAD && resp.status() == StatusCode::OK {
+        sanitize_age(resp.headers_mut());
+        freshen_from_head(store, settings, &key, &head, resp.headers());
+    }
     store_response(head, resp, store, settings, key, None, "uri-miss").await
 }
 

@@ -340,9 +340,10 @@ impl CacheStore {
     }
 }
 
-/// Whether two entries answer the same `Vary`-selected request headers.
+/// Whether two entries answer the same `Vary`-selected request headers
+/// with the same method: a bodiless HEAD answer never displaces a GET's.
 fn same_variant(a: &Entry, b: &Entry) -> bool {
-    a.vary == b.vary
+    a.vary == b.vary && a.method == b.method
 }
 
 /// The request fetching a key for everyone waiting on it. Dropping it

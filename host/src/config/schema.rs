@@ -42,6 +42,8 @@ pub struct Config {
     pub admission: AdmissionSection,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub compression: CompressionSection,
     /// An HTTPS listener beside the plain one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
@@ -194,6 +196,16 @@ pub struct RouteSection {
     /// same URL over HTTPS instead of proxying. Needs `[tls]`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redirect_https: bool,
+    /// Response compression on this route; default: `compression.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<bool>,
+    /// Smallest response compressed on this route; default:
+    /// `compression.min_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_min_size: Option<ByteSize>,
+    /// Media types compressed on this route; default: `compression.types`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_types: Option<Vec<String>>,
 }
 
 /// `[tls]`: the HTTPS listener.
@@ -1046,6 +1058,74 @@ impl Default for CacheSection {
                 "CDN-Cache-Control".into(),
                 "Surrogate-Control".into(),
             ],
+        }
+    }
+}
+
+/// A content coding the proxy can apply to responses.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Coding {
+    Gzip,
+    Br,
+    Zstd,
+}
+
+impl Coding {
+    /// The token `Accept-Encoding` and `Content-Encoding` use.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+        }
+    }
+}
+
+/// `[compression]`: responses compressed for clients that accept it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionSection {
+    /// Compress on every route unless a route says `compression = false`.
+    pub enabled: bool,
+    /// The codings offered, most preferred first: among those a client
+    /// accepts with the same q-value, the first listed wins.
+    pub algorithms: Vec<Coding>,
+    /// Responses whose `Content-Length` is below this pass as they are
+    /// (a response of unknown length is compressed).
+    pub min_size: ByteSize,
+    /// Media types compressed: `type/subtype`, `type/*`, or
+    /// `type/*+suffix` (e.g. `application/*+json`).
+    pub types: Vec<String>,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub gzip_level: u32,
+    /// Brotli quality, 0 to 11.
+    pub brotli_level: u32,
+    /// zstd level, 1 to 19.
+    pub zstd_level: i32,
+}
+
+impl Default for CompressionSection {
+    fn default() -> Self {
+        CompressionSection {
+            enabled: false,
+            algorithms: vec![Coding::Zstd, Coding::Br, Coding::Gzip],
+            min_size: ByteSize(1024),
+            types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "application/*+json",
+                "application/*+xml",
+                "application/wasm",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            gzip_level: 5,
+            brotli_level: 4,
+            zstd_level: 3,
         }
     }
 }

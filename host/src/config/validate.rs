@@ -101,6 +101,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     validate_routes(config, &mut p);
     validate_tls(config, &mut p);
     validate_cache(config, &mut p);
+    validate_compression(config, &mut p);
     validate_plugins(config, &mut p);
     if let Some(bench) = &config.bench {
         p.0.extend(validate_bench(bench));
@@ -343,6 +344,52 @@ fn validate_cache(config: &Config, p: &mut Problems) {
                 ),
             );
         }
+    }
+}
+
+fn media_ranges(key: String, types: &[String], p: &mut Problems) {
+    for (i, t) in types.iter().enumerate() {
+        if crate::compress::MediaRange::parse(t).is_none() {
+            p.add(
+                format!("{key}[{i}]"),
+                format!(
+                    "invalid media type \"{t}\": expected type/subtype, type/* or type/*+suffix"
+                ),
+            );
+        }
+    }
+}
+
+fn validate_compression(config: &Config, p: &mut Problems) {
+    let c = &config.compression;
+    if c.algorithms.is_empty() {
+        p.add(
+            "compression.algorithms",
+            "must name at least one of \"zstd\", \"br\", \"gzip\"",
+        );
+    }
+    for (i, a) in c.algorithms.iter().enumerate() {
+        if c.algorithms[..i].contains(a) {
+            p.add(
+                format!("compression.algorithms[{i}]"),
+                format!("\"{}\" is listed twice", a.token()),
+            );
+        }
+    }
+    media_ranges("compression.types".into(), &c.types, p);
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(types) = &route.compression_types {
+            media_ranges(format!("routes[{i}].compression_types"), types, p);
+        }
+    }
+    if !(1..=9).contains(&c.gzip_level) {
+        p.add("compression.gzip_level", "must be between 1 and 9");
+    }
+    if c.brotli_level > 11 {
+        p.add("compression.brotli_level", "must be between 0 and 11");
+    }
+    if !(1..=19).contains(&c.zstd_level) {
+        p.add("compression.zstd_level", "must be between 1 and 19");
     }
 }
 

@@ -110,7 +110,7 @@ where
     }
 
     fn call(&mut self, a: Arrival) -> Self::Future {
-        let (parts, body) = a.request.into_parts();
+        let (mut parts, body) = a.request.into_parts();
         if let Some(answer) = a.state.challenges.answer(parts.uri.path()) {
             return Either::Left(ready(Ok(acme_answer(answer))));
         }
@@ -128,6 +128,11 @@ where
             return Either::Left(ready(Ok(response)));
         }
         let grpc = super::grpc::is_call(&parts.method, &parts.headers);
+        if let Some(settings) = &route.compression
+            && !grpc
+        {
+            crate::compress::negotiate_request(settings, &mut parts.headers);
+        }
         let mut limit = a.state.timeouts.request.get();
         if grpc && let Some(t) = super::grpc::timeout_of(&parts.headers) {
             // The client's own deadline, when it is the sooner.

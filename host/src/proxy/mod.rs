@@ -5,7 +5,7 @@
 //! the assembly, top to bottom):
 //!
 //! ```text
-//! accept → limits → route → cache → admission → forwarded headers → retry → forward
+//! accept → limits → route → cache → compress → admission → forwarded headers → retry → forward
 //! ```
 //!
 //! Phases above `route` see an [`Arrival`]; from `route` down they see an
@@ -36,6 +36,7 @@ pub use crate::http1::{BoxError, empty_body, text_body};
 pub use admission::Admission;
 pub use error::ProxyError;
 pub use forward::InFlight;
+pub use grpc::is_call as is_grpc_call;
 pub use listener::{Listener, ListenerHandle};
 pub use registry::Registry;
 pub use retry::RetryBudget;

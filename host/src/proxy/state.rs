@@ -58,6 +58,8 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// Plain-HTTP requests are redirected to HTTPS.
     pub redirect_https: bool,
+    /// Response compression settings when this route compresses.
+    pub compression: Option<Arc<crate::compress::RouteCompression>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +172,7 @@ impl ProxyState {
                     host: HostMatch::parse(&r.host),
                     prefix: r.path_prefix.clone(),
                     redirect_https: r.redirect_https,
+                    compression: route_compression(r, &config.compression),
                     upstream,
                     windows: registry.windows.clone(),
                     cache: r.cache.unwrap_or(config.cache.enabled).then(|| RouteCache {
@@ -343,6 +346,34 @@ impl Upstream {
         self.balancer.reweigh(&self.backends);
         true
     }
+}
+
+/// A route's compression settings: its own keys over `[compression]`.
+fn route_compression(
+    route: &crate::config::RouteSection,
+    defaults: &crate::config::CompressionSection,
+) -> Option<Arc<crate::compress::RouteCompression>> {
+    use crate::compress::{CodingMetrics, Levels, MediaRange, RouteCompression};
+    if !route.compression.unwrap_or(defaults.enabled) {
+        return None;
+    }
+    Some(Arc::new(RouteCompression {
+        codings: defaults.algorithms.clone().into(),
+        min_size: route.compression_min_size.unwrap_or(defaults.min_size).0,
+        types: route
+            .compression_types
+            .as_ref()
+            .unwrap_or(&defaults.types)
+            .iter()
+            .filter_map(|t| MediaRange::parse(t))
+            .collect(),
+        levels: Levels {
+            gzip: defaults.gzip_level,
+            brotli: defaults.brotli_level,
+            zstd: defaults.zstd_level,
+        },
+        metrics: CodingMetrics::all(),
+    }))
 }
 
 #[cfg(test)]

@@ -1058,3 +1058,96 @@ async fn redirects_invalidate_their_locations_and_errors_invalidate_nothing() {
     );
     assert_eq!(origin.hits("/d"), 1, "a 500 invalidates nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_response_updates_or_invalidates_the_stored_get() {
+    // RFC 9111 §4.3.5. The origin validates by Last-Modified only and
+    // ignores If-Modified-Since, so the revalidating HEAD gets a 200.
+    let (origin, proxy, http) = setup("").await;
+    let lm = "Sun, 06 Nov 1994 08:49:37 GMT";
+    for path in ["/same", "/changed"] {
+        origin.script(
+            path,
+            Script::ok("max-age=0", "stored body")
+                .header("last-modified", lm)
+                .header("x-version", "1"),
+        );
+        let first = get(&http, &proxy, path, &[]).await;
+        assert_eq!(first.body, "stored body");
+    }
+    // Same validator: the stored GET takes the HEAD's fields and freshness.
+    // (A body of the same length: a HEAD's Content-Length is compared too.)
+    origin.script(
+        "/same",
+        Script::ok("max-age=300", "fresh body!")
+            .header("last-modified", lm)
+            .header("x-version", "2"),
+    );
+    let head = http
+        .request(Method::HEAD, &proxy.url("/same"), &[], "")
+        .await
+        .expect("HEAD");
+    assert_eq!(head.header("x-version"), Some("2"), "{:?}", head.headers);
+    let r = get(&http, &proxy, "/same", &[]).await;
+    assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert_eq!(r.header("x-version"), Some("2"));
+    assert_eq!(r.body, "stored body", "the body is the stored one");
+    assert_eq!(origin.hits("/same"), 2, "one GET, one HEAD");
+    // A different validator: the stored GET is out of date and goes.
+    origin.script(
+        "/changed",
+        Script::ok("max-age=300", "new body")
+            .header("last-modified", "Mon, 07 Nov 1994 08:49:37 GMT")
+            .header("x-version", "2"),
+    );
+    http.request(Method::HEAD, &proxy.url("/changed"), &[], "")
+        .await
+        .expect("HEAD");
+    let r = get(&http, &proxy, "/changed", &[]).await;
+    assert_eq!(r.body, "new body");
+    assert_eq!(origin.hits("/changed"), 3, "GET, HEAD, then GET again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_location_does_not_make_a_response_reusable_for_that_uri() {
+    // RFC 9110 §8.7: a cache cannot assume the response also represents
+    // the resource Content-Location names.
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/cl/a",
+        Script::ok("max-age=300", "from a").header("content-location", "/cl/b"),
+    );
+    origin.script("/cl/b", Script::ok("max-age=300", "from b"));
+    assert_eq!(get(&http, &proxy, "/cl/a", &[]).await.body, "from a");
+    let b = get(&http, &proxy, "/cl/b", &[]).await;
+    assert_eq!(b.body, "from b");
+    assert_eq!(origin.hits("/cl/b"), 1);
+    let again = get(&http, &proxy, "/cl/a", &[]).await;
+    assert!(cache_status(&again).contains("hit"));
+    assert_eq!(again.body, "from a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_matches_normalised_field_values() {
+    // RFC 9111 §4.1: values of identical semantics select the same variant.
+    let (origin, proxy, http) = setup("").await;
+    origin.script(
+        "/v",
+        Script::ok("max-age=300", "english").header("vary", "Accept-Language"),
+    );
+    let lang = |v: &'static str| vec![("accept-language", v)];
+    let first = get(&http, &proxy, "/v", &lang("en-US, fr;q=0.5")).await;
+    assert!(cache_status(&first).contains("stored"));
+    for same in ["en-us,fr;q=0.5", "EN-US ,  FR;Q=0.5"] {
+        let r = get(&http, &proxy, "/v", &lang(same)).await;
+        assert!(
+            cache_status(&r).contains("hit"),
+            "{same}: {}",
+            cache_status(&r)
+        );
+    }
+    assert_eq!(origin.hits("/v"), 1);
+    let other = get(&http, &proxy, "/v", &lang("de")).await;
+    assert!(!cache_status(&other).contains("hit"));
+    assert_eq!(origin.hits("/v"), 2);
+}

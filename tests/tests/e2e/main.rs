@@ -7,6 +7,7 @@ mod balance;
 mod bench;
 mod cache;
 mod cli;
+mod compress;
 mod failure;
 mod grpc;
 mod health;

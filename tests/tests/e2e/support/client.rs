@@ -13,7 +13,10 @@ use hyper_util::rt::TokioExecutor;
 pub struct Resp {
     pub status: u16,
     pub headers: HeaderMap,
+    /// The body as text (lossy).
     pub body: String,
+    /// The body's bytes as received (still content-coded, if it was).
+    pub bytes: Bytes,
 }
 
 impl Resp {
@@ -58,6 +61,7 @@ impl Http {
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            bytes: body,
         })
     }
 

@@ -146,12 +146,14 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
         .map(|(_, v)| v.clone());
-    let revalidated = etag.is_some()
-        && req
-            .headers()
+    // If-None-Match compares weakly (RFC 9110 §13.1.2): `W/"a"` matches `"a"`.
+    let weak = |v: &str| v.trim().trim_start_matches("W/").to_string();
+    let revalidated = etag.as_deref().map(weak).is_some_and(|tag| {
+        req.headers()
             .get("if-none-match")
             .and_then(|v| v.to_str().ok())
-            == etag.as_deref();
+            .is_some_and(|inm| inm.split(',').any(|t| weak(t) == tag))
+    });
     if let Some(headers) = &script.not_modified
         && req.headers().contains_key("if-none-match")
     {
