@@ -32,5 +32,5 @@ curl -fsi "http://127.0.0.1:$NGINX_PORT/" | grep -i '^x-cache: HIT' || { echo "n
 run_rounds "$ROUNDS" switchyard-hit:$SY_PORT nginx-hit:$NGINX_PORT
 
 s=$(median "${RPS[switchyard-hit]}"); n=$(median "${RPS[nginx-hit]}")
-echo "median req/s from cache: switchyard $s, nginx $n"
+echo "median req/s from cache: switchyard $s, nginx $n; per-round ratios: $(ratios switchyard-hit nginx-hit)"
 awk -v s="$s" -v n="$n" 'BEGIN { printf "switchyard/nginx (cache hits) = %.2f\n", s/n }'

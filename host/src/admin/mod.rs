@@ -271,6 +271,8 @@ fn optimizer_view(server: &Server) -> serde_json::Value {
         "knobs": {
             "concurrency_limit": state.admission.limit(),
             "in_flight": state.admission.in_flight(),
+            "queued": state.admission.queued(),
+            "queue": state.admission.classes(),
             "weights": weights,
         },
         // Knobs an optimizer set and still owns: value, owner, when. Any

@@ -206,6 +206,26 @@ pub struct RouteSection {
     /// Media types compressed on this route; default: `compression.types`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression_types: Option<Vec<String>>,
+    /// Admission class of the route's requests when the proxy is at its
+    /// limit: 0 (lowest) to 7, higher served first.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    3
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        AdmissionSection {
+            max_concurrency: 0,
+            queue_size: 1024,
+            queue_timeout: Dur::secs(1),
+            aging: Dur::millis(100),
+            priority_header: None,
+        }
+    }
 }
 
 /// `[tls]`: the HTTPS listener.
@@ -801,12 +821,24 @@ impl Default for TelemetrySection {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdmissionSection {
-    /// Requests in flight through the proxy before new ones get 503; 0 is no
-    /// limit. An optimizer may move it within `[optimizer.bounds]`.
+    /// Requests in flight through the proxy before new ones wait in the
+    /// queue; 0 is no limit. An optimizer may move it within
+    /// `[optimizer.bounds]`.
     pub max_concurrency: u32,
+    /// Requests that may wait for a place at the limit; 0 answers 503 at
+    /// once, as before the queue.
+    pub queue_size: u32,
+    /// How long a request waits in the queue before a 503.
+    pub queue_timeout: Dur,
+    /// Waiting this long raises a request one priority class, so low
+    /// classes never starve; 0 is strict priority.
+    pub aging: Dur,
+    /// A request header whose value (0–7) sets the request's class, over
+    /// its route's `priority`.
+    pub priority_header: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

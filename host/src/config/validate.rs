@@ -102,6 +102,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     validate_tls(config, &mut p);
     validate_cache(config, &mut p);
     validate_compression(config, &mut p);
+    validate_admission(config, &mut p);
     validate_plugins(config, &mut p);
     if let Some(bench) = &config.bench {
         p.0.extend(validate_bench(bench));
@@ -355,6 +356,26 @@ fn media_ranges(key: String, types: &[String], p: &mut Problems) {
                 format!(
                     "invalid media type \"{t}\": expected type/subtype, type/* or type/*+suffix"
                 ),
+            );
+        }
+    }
+}
+
+fn validate_admission(config: &Config, p: &mut Problems) {
+    let a = &config.admission;
+    p.positive("admission.queue_timeout", a.queue_timeout.is_zero());
+    if let Some(name) = &a.priority_header {
+        header_names(
+            "admission.priority_header".into(),
+            std::slice::from_ref(name),
+            p,
+        );
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        if usize::from(route.priority) >= crate::proxy::PRIORITY_CLASSES {
+            p.add(
+                format!("routes[{i}].priority"),
+                "must be between 0 (lowest) and 7 (highest)",
             );
         }
     }

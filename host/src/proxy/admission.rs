@@ -1,27 +1,162 @@
 //! Admission: a limit on requests in flight through the proxy, set by
-//! `[admission] max_concurrency` or moved by an optimizer. Requests over the
-//! limit get 503 with `Retry-After` at once, before a backend sees them.
+//! `[admission] max_concurrency` or moved by an optimizer, with a bounded
+//! priority queue in front of it.
+//!
+//! Under the limit a request passes at once (two atomic operations). At
+//! the limit it waits in a heap ordered by class (0–7, from its route's
+//! `priority` or the `admission.priority_header`), higher first, and by
+//! arrival within a class. Aging keeps low classes from starving: a
+//! request gains one class per `admission.aging` waited. Since every
+//! waiter ages at the same rate, the order by `class + waited / aging` is
+//! the order by the fixed key `class × aging − arrival`, so the heap never
+//! needs re-sorting. A place freed by a finishing request goes straight to
+//! the top waiter; newcomers do not overtake a non-empty queue. A request
+//! that waits longer than `queue_timeout`, or finds the queue full, gets
+//! 503 with `Retry-After`.
 //!
 //! A request counts from admission until its response headers are sent on
-//! (streaming bodies are not held against the limit).
+//! (streaming bodies are not held against the limit). Cache hits are
+//! answered above this layer and never queue. The queue lives in the
+//! registry, so a reload keeps its waiters and its counts.
 
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures_util::future::{Either, Ready, ready};
+use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::Response;
-use metrics::Counter;
+use metrics::{Counter, Gauge, Histogram};
+use tokio::sync::oneshot;
 use tower::{Layer, Service};
 
 use super::error::ProxyError;
 use super::{Exchange, ProxyBody};
 
+/// Priority classes: 0 (lowest) to 7.
+pub const CLASSES: usize = 8;
+
+/// The queue's settings (`[admission]`), replaced on reload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueSettings {
+    /// Waiters at most; 0 turns the queue off (503 at the limit).
+    pub size: u32,
+    pub timeout: Duration,
+    /// Waiting this long is worth one class; zero is strict priority.
+    pub aging: Duration,
+    /// A request header whose value (0–7) sets the class.
+    pub header: Option<http::HeaderName>,
+}
+
+impl QueueSettings {
+    pub fn from_config(a: &crate::config::AdmissionSection) -> QueueSettings {
+        QueueSettings {
+            size: a.queue_size,
+            timeout: a.queue_timeout.get(),
+            aging: a.aging.get(),
+            header: a
+                .priority_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            size: 1024,
+            timeout: Duration::from_secs(1),
+            aging: Duration::from_millis(100),
+            header: None,
+        }
+    }
+}
+
+/// Per-class queue figures (`/metrics` and `/admin/snapshot`).
+struct ClassFigures {
+    depth: AtomicU32,
+    timeouts: AtomicU64,
+    admitted: AtomicU64,
+    depth_gauge: Gauge,
+    wait: Histogram,
+    timeouts_counter: Counter,
+}
+
+impl ClassFigures {
+    fn new(class: usize) -> ClassFigures {
+        let class = class.to_string();
+        ClassFigures {
+            depth: AtomicU32::new(0),
+            timeouts: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            depth_gauge: metrics::gauge!("switchyard_admission_queue_depth", "class" => class.clone()),
+            wait: metrics::histogram!("switchyard_admission_queue_wait_seconds", "class" => class.clone()),
+            timeouts_counter: metrics::counter!("switchyard_admission_queue_timeouts_total", "class" => class),
+        }
+    }
+
+    fn queued(&self, delta: i32) {
+        let now = if delta > 0 {
+            self.depth.fetch_add(1, Relaxed) + 1
+        } else {
+            self.depth.fetch_sub(1, Relaxed).saturating_sub(1)
+        };
+        self.depth_gauge.set(f64::from(now));
+    }
+}
+
+/// One class's queue state, as the admin API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassView {
+    pub class: u8,
+    pub depth: u32,
+    pub admitted_after_wait: u64,
+    pub timeouts: u64,
+}
+
+struct Waiter {
+    key: i128,
+    seq: u64,
+    class: u8,
+    tx: oneshot::Sender<Admitted>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    /// The greater is served first: higher key, then the earlier arrival.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key
+            .cmp(&other.key)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
 pub struct Admission {
     limit: AtomicU32,
     in_flight: AtomicU32,
+    /// Waiters in the heap (read without the lock on the fast path).
+    queued: AtomicU32,
+    heap: Mutex<BinaryHeap<Waiter>>,
+    seq: AtomicU64,
+    settings: ArcSwap<QueueSettings>,
+    /// Arrival times are measured from here.
+    epoch: Instant,
+    classes: [ClassFigures; CLASSES],
     rejections: Counter,
 }
 
@@ -30,6 +165,7 @@ impl std::fmt::Debug for Admission {
         f.debug_struct("Admission")
             .field("limit", &self.limit())
             .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
             .finish()
     }
 }
@@ -39,9 +175,22 @@ impl Default for Admission {
         Admission {
             limit: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            heap: Mutex::new(BinaryHeap::new()),
+            seq: AtomicU64::new(0),
+            settings: ArcSwap::from_pointee(QueueSettings::default()),
+            epoch: Instant::now(),
+            classes: std::array::from_fn(ClassFigures::new),
             rejections: metrics::counter!("switchyard_admission_rejections_total"),
         }
     }
+}
+
+/// How a request gets in.
+enum Entry {
+    Now(Admitted),
+    Wait(oneshot::Receiver<Admitted>, Duration),
+    Refused,
 }
 
 impl Admission {
@@ -50,32 +199,191 @@ impl Admission {
         self.limit.load(Relaxed)
     }
 
-    pub fn set_limit(&self, limit: u32) {
-        self.limit.store(limit, Relaxed);
+    /// Sets the limit; waiters that now fit are let in.
+    pub fn set_limit(self: &Arc<Self>, limit: u32) {
+        self.limit.store(limit, SeqCst);
+        self.drain();
+    }
+
+    pub fn set_queue(&self, settings: QueueSettings) {
+        if **self.settings.load() != settings {
+            self.settings.store(Arc::new(settings));
+        }
+    }
+
+    pub fn queue_settings(&self) -> Arc<QueueSettings> {
+        self.settings.load_full()
     }
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
     }
 
-    fn try_enter(self: &Arc<Self>) -> Option<Admitted> {
-        let n = self.in_flight.fetch_add(1, Relaxed) + 1;
-        let limit = self.limit.load(Relaxed);
-        if limit > 0 && n > limit {
-            self.in_flight.fetch_sub(1, Relaxed);
-            self.rejections.increment(1);
-            return None;
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Relaxed)
+    }
+
+    pub fn classes(&self) -> Vec<ClassView> {
+        self.classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassView {
+                class: i as u8,
+                depth: c.depth.load(Relaxed),
+                admitted_after_wait: c.admitted.load(Relaxed),
+                timeouts: c.timeouts.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// One more in flight, if that stays within the limit.
+    fn take_place(self: &Arc<Self>) -> Option<Admitted> {
+        let mut n = self.in_flight.load(SeqCst);
+        loop {
+            let limit = self.limit.load(SeqCst);
+            if limit > 0 && n >= limit {
+                return None;
+            }
+            match self
+                .in_flight
+                .compare_exchange_weak(n, n + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return Some(Admitted(Some(self.clone()))),
+                Err(now) => n = now,
+            }
         }
-        Some(Admitted(self.clone()))
+    }
+
+    fn enter(self: &Arc<Self>, class: u8) -> Entry {
+        // The fast path: nobody waiting and room under the limit.
+        if self.queued.load(SeqCst) == 0
+            && let Some(place) = self.take_place()
+        {
+            return Entry::Now(place);
+        }
+        let settings = self.settings.load();
+        if settings.size == 0 {
+            self.rejections.increment(1);
+            return Entry::Refused;
+        }
+        let mut heap = self.heap.lock().unwrap_or_else(|p| p.into_inner());
+        // Counted before the second look, so that a request finishing
+        // meanwhile either leaves room for that look or sees a waiter.
+        self.queued.fetch_add(1, SeqCst);
+        if heap.is_empty()
+            && let Some(place) = self.take_place()
+        {
+            self.queued.fetch_sub(1, SeqCst);
+            return Entry::Now(place);
+        }
+        if heap.len() >= settings.size as usize {
+            // Waiters that gave up still hold their slots: clear them out.
+            let before = heap.len();
+            heap.retain(|w| !w.tx.is_closed());
+            for _ in heap.len()..before {
+                self.queued.fetch_sub(1, SeqCst);
+            }
+            self.recount(&heap);
+            if heap.len() >= settings.size as usize {
+                self.queued.fetch_sub(1, SeqCst);
+                self.rejections.increment(1);
+                return Entry::Refused;
+            }
+        }
+        let arrival = self.epoch.elapsed().as_nanos() as i128;
+        let weight = match settings.aging.as_nanos() as i128 {
+            // No aging: a class outranks any wait.
+            0 => 1 << 100,
+            aging => aging,
+        };
+        let (tx, rx) = oneshot::channel();
+        heap.push(Waiter {
+            key: i128::from(class) * weight - arrival,
+            seq: self.seq.fetch_add(1, Relaxed),
+            class,
+            tx,
+        });
+        self.classes[usize::from(class)].queued(1);
+        Entry::Wait(rx, settings.timeout)
+    }
+
+    /// Per-class depths from the heap itself (after clearing it out).
+    fn recount(&self, heap: &BinaryHeap<Waiter>) {
+        let mut depth = [0u32; CLASSES];
+        for w in heap.iter() {
+            depth[usize::from(w.class)] += 1;
+        }
+        for (c, d) in self.classes.iter().zip(depth) {
+            c.depth.store(d, Relaxed);
+            c.depth_gauge.set(f64::from(d));
+        }
+    }
+
+    /// Hands free places to the top waiters.
+    fn drain(self: &Arc<Self>) {
+        if self.queued.load(SeqCst) == 0 {
+            return;
+        }
+        let mut heap = self.heap.lock().unwrap_or_else(|p| p.into_inner());
+        while !heap.is_empty() {
+            let Some(place) = self.take_place() else {
+                return;
+            };
+            let Some(waiter) = heap.pop() else {
+                return;
+            };
+            self.queued.fetch_sub(1, SeqCst);
+            let figures = &self.classes[usize::from(waiter.class)];
+            figures.queued(-1);
+            match waiter.tx.send(place) {
+                Ok(()) => {
+                    figures.admitted.fetch_add(1, Relaxed);
+                }
+                // It gave up (timed out, or the client left): the place
+                // goes back without waking anyone, and the next one gets
+                // it on the next turn of the loop.
+                Err(place) => place.give_back(),
+            }
+        }
+    }
+
+    /// The class of a request: the header's value when configured and
+    /// valid, else the route's.
+    fn class_of(&self, ex: &Exchange) -> u8 {
+        let route = ex.route.priority;
+        let settings = self.settings.load();
+        let Some(name) = &settings.header else {
+            return route;
+        };
+        ex.request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .filter(|&c| usize::from(c) < CLASSES)
+            .unwrap_or(route)
     }
 }
 
 /// Holds one place under the limit.
-pub struct Admitted(Arc<Admission>);
+pub struct Admitted(Option<Arc<Admission>>);
+
+impl Admitted {
+    /// Frees the place without handing it on (the caller is the one
+    /// handing places on).
+    fn give_back(mut self) {
+        if let Some(a) = self.0.take() {
+            a.in_flight.fetch_sub(1, SeqCst);
+        }
+    }
+}
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        if let Some(a) = self.0.take() {
+            a.in_flight.fetch_sub(1, SeqCst);
+            a.drain();
+        }
     }
 }
 
@@ -110,25 +418,153 @@ impl<F: Future> Future for WhileAdmitted<F> {
     }
 }
 
+type Result<T> = std::result::Result<T, ProxyError>;
+
 impl<S> Service<Exchange> for Admit<S>
 where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>,
+    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Either<Ready<Result<Response<ProxyBody>, ProxyError>>, WhileAdmitted<S::Future>>;
+    type Future = Either<
+        Either<Ready<Result<Response<ProxyBody>>>, WhileAdmitted<S::Future>>,
+        BoxFuture<'static, Result<Response<ProxyBody>>>,
+    >;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, ex: Exchange) -> Self::Future {
-        match ex.state.admission.try_enter() {
-            Some(place) => Either::Right(WhileAdmitted {
+        let admission = ex.state.admission.clone();
+        let class = admission.class_of(&ex);
+        match admission.enter(class) {
+            Entry::Now(place) => Either::Left(Either::Right(WhileAdmitted {
                 inner: self.inner.call(ex),
                 place,
-            }),
-            None => Either::Left(ready(Err(ProxyError::Overloaded))),
+            })),
+            Entry::Refused => Either::Left(Either::Left(ready(Err(ProxyError::Overloaded)))),
+            Entry::Wait(rx, timeout) => {
+                let mut inner = self.inner.clone();
+                Either::Right(Box::pin(async move {
+                    let start = Instant::now();
+                    let figures = &admission.classes[usize::from(class)];
+                    match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(place)) => {
+                            figures.wait.record(start.elapsed().as_secs_f64());
+                            WhileAdmitted {
+                                inner: inner.call(ex),
+                                place,
+                            }
+                            .await
+                        }
+                        _ => {
+                            figures.wait.record(start.elapsed().as_secs_f64());
+                            figures.timeouts.fetch_add(1, Relaxed);
+                            figures.timeouts_counter.increment(1);
+                            Err(ProxyError::QueueTimeout { waited: timeout })
+                        }
+                    }
+                }))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(limit: u32, aging: Duration) -> Arc<Admission> {
+        let a = Arc::new(Admission::default());
+        a.set_queue(QueueSettings {
+            size: 16,
+            timeout: Duration::from_secs(60),
+            aging,
+            header: None,
+        });
+        a.set_limit(limit);
+        a
+    }
+
+    fn waiting(e: Entry) -> oneshot::Receiver<Admitted> {
+        match e {
+            Entry::Wait(rx, _) => rx,
+            _ => panic!("expected to wait"),
+        }
+    }
+
+    #[test]
+    fn a_freed_place_goes_to_the_highest_class_then_the_earliest() {
+        let a = admission(1, Duration::ZERO);
+        let Entry::Now(first) = a.enter(0) else {
+            panic!("room for one")
+        };
+        let mut low = waiting(a.enter(1));
+        let mut high = waiting(a.enter(6));
+        let mut high2 = waiting(a.enter(6));
+        assert_eq!(a.queued(), 3);
+        drop(first);
+        let place = high.try_recv().expect("the high class goes first");
+        assert!(high2.try_recv().is_err() && low.try_recv().is_err());
+        drop(place);
+        let place = high2.try_recv().expect("then the next of its class");
+        drop(place);
+        let _place = low.try_recv().expect("then the low class");
+        assert_eq!(a.queued(), 0);
+        assert_eq!(a.in_flight(), 1);
+    }
+
+    #[test]
+    fn aging_lets_an_old_low_request_pass_a_new_high_one() {
+        let a = admission(1, Duration::from_millis(1));
+        let Entry::Now(first) = a.enter(0) else {
+            panic!("room for one")
+        };
+        let mut old_low = waiting(a.enter(0));
+        // Seven classes' worth of waiting, and some.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut new_high = waiting(a.enter(7));
+        drop(first);
+        let _place = old_low.try_recv().expect("aged past the high class");
+        assert!(new_high.try_recv().is_err());
+    }
+
+    #[test]
+    fn newcomers_do_not_overtake_waiters_and_gave_up_waiters_are_skipped() {
+        let a = admission(1, Duration::ZERO);
+        let Entry::Now(first) = a.enter(3) else {
+            panic!("room for one")
+        };
+        let gave_up = waiting(a.enter(7));
+        let mut waiter = waiting(a.enter(3));
+        drop(gave_up);
+        drop(first);
+        let _place = waiter
+            .try_recv()
+            .expect("the place skips the one that left");
+        assert_eq!(a.in_flight(), 1);
+        // Raising the limit lets the queue in at once.
+        let mut next = waiting(a.enter(0));
+        a.set_limit(2);
+        let _second = next.try_recv().expect("room for a second");
+        assert_eq!(a.in_flight(), 2);
+    }
+
+    #[test]
+    fn a_full_queue_refuses() {
+        let a = admission(1, Duration::ZERO);
+        let Entry::Now(_first) = a.enter(0) else {
+            panic!("room for one")
+        };
+        let waiters: Vec<_> = (0..16).map(|_| waiting(a.enter(0))).collect();
+        assert!(matches!(a.enter(7), Entry::Refused));
+        drop(waiters);
+        // Those that left make room again.
+        assert!(matches!(a.enter(7), Entry::Wait(..)));
     }
 }

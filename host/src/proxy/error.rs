@@ -21,6 +21,8 @@ pub enum ProxyError {
     },
     #[error("the proxy is at its concurrency limit")]
     Overloaded,
+    #[error("waited {waited:?} in the admission queue without a place")]
+    QueueTimeout { waited: Duration },
     #[error("every backend of upstream \"{upstream}\" is at its in-flight limit")]
     BreakerOpen { upstream: String },
     #[error("cannot connect to backend {addr}: {source}")]
@@ -66,7 +68,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyBackend { .. }
             | ProxyError::BreakerOpen { .. }
-            | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::Overloaded
+            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Backend { .. }
             | ProxyError::Refused { .. }
@@ -108,6 +111,7 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { .. } => "no healthy backend available",
             ProxyError::BreakerOpen { .. } => "backends at capacity",
             ProxyError::Overloaded => "over capacity, retry later",
+            ProxyError::QueueTimeout { .. } => "over capacity: queued too long, retry later",
             ProxyError::Connect { .. } => "backend unreachable",
             ProxyError::Backend { .. }
             | ProxyError::Refused { .. }
@@ -136,7 +140,9 @@ impl ProxyError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ProxyError::BreakerOpen { .. } | ProxyError::Overloaded => {
+            ProxyError::BreakerOpen { .. }
+            | ProxyError::Overloaded
+            | ProxyError::QueueTimeout { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The body may be half read; do not reuse the connection.

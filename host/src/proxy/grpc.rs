@@ -88,6 +88,7 @@ pub fn code_for(e: &ProxyError) -> u32 {
         ProxyError::ClientBody(_) | ProxyError::BackendBody(_) => INTERNAL,
         ProxyError::NoHealthyBackend { .. }
         | ProxyError::Overloaded
+        | ProxyError::QueueTimeout { .. }
         | ProxyError::BreakerOpen { .. }
         | ProxyError::Connect { .. }
         | ProxyError::Backend { .. }

@@ -33,7 +33,7 @@ use std::time::Instant;
 use http::Request;
 
 pub use crate::http1::{BoxError, empty_body, text_body};
-pub use admission::Admission;
+pub use admission::{Admission, CLASSES as PRIORITY_CLASSES, ClassView, QueueSettings};
 pub use error::ProxyError;
 pub use forward::InFlight;
 pub use grpc::is_call as is_grpc_call;

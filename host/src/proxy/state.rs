@@ -60,6 +60,8 @@ pub struct Route {
     pub redirect_https: bool,
     /// Response compression settings when this route compresses.
     pub compression: Option<Arc<crate::compress::RouteCompression>>,
+    /// Admission class (0–7) of the route's requests.
+    pub priority: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +175,7 @@ impl ProxyState {
                     prefix: r.path_prefix.clone(),
                     redirect_https: r.redirect_https,
                     compression: route_compression(r, &config.compression),
+                    priority: r.priority,
                     upstream,
                     windows: registry.windows.clone(),
                     cache: r.cache.unwrap_or(config.cache.enabled).then(|| RouteCache {

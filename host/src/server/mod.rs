@@ -256,6 +256,12 @@ impl Running {
             .registry
             .admission
             .set_limit(server.loaded.load().config.admission.max_concurrency);
+        server
+            .registry
+            .admission
+            .set_queue(crate::proxy::QueueSettings::from_config(
+                &server.loaded.load().config.admission,
+            ));
         if let Ok(mut l) = server.loops.lock() {
             *l = loops::start(&server);
         }

@@ -251,6 +251,9 @@ impl Server {
                 owned.owner
             );
         }
+        self.registry
+            .admission
+            .set_queue(crate::proxy::QueueSettings::from_config(&new.admission));
         if knobs.get(CONCURRENCY_LIMIT).is_none() {
             self.registry
                 .admission

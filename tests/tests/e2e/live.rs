@@ -221,6 +221,8 @@ async fn gradient_limit_sheds_load_when_latency_rises_and_recovers() {
     let b = TestBackend::start("b").await;
     b.set_latency(2);
     let cfg = upstream(&[&b], "round_robin", &[])
+        // Shedding, not queueing: over the limit is an immediate 503.
+        + "[admission]\nqueue_size = 0\n"
         + "[telemetry]\ncurrent_window = \"1s\"\n[optimizer]\ninterval = \"250ms\"\n\
            [optimizer.bounds.concurrency_limit]\nmin = 4\nmax = 200\nmax_step = 25\n"
         + &plugin(

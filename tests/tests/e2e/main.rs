@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admission;
 mod balance;
 mod bench;
 mod cache;
