@@ -22,6 +22,8 @@ pub mod logging;
 pub mod optimize;
 pub mod plugins;
 pub mod proxy;
+pub mod ratelimit;
+pub mod redis_link;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

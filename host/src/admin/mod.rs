@@ -182,7 +182,7 @@ fn cache_view(server: &Server) -> serde_json::Value {
         "shared_tier": store.l2.as_ref().map(|l| serde_json::json!({
             "url": l.url(),
             "hits": l.hits.load(Relaxed),
-            "errors": l.errors.load(Relaxed),
+            "errors": l.errors(),
         })),
     })
 }

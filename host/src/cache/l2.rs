@@ -6,39 +6,32 @@
 //! tier comes back by itself when Redis answers again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use super::store::{Entry, Parts as EntryParts};
+use crate::redis_link::Link;
 
 /// Bound on each Redis call.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
-/// Wait between connection attempts while Redis is down.
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Kept in Redis this long past freshness (and past the stale allowances),
 /// so that an entry with validators can still be revalidated.
 const STALE_KEEP: Duration = Duration::from_secs(300);
 const MAGIC: &[u8; 4] = b"SYC1";
 
 pub struct L2 {
-    url: String,
-    client: Option<redis::Client>,
-    conn: Mutex<Option<redis::aio::ConnectionManager>>,
-    last_attempt: std::sync::Mutex<Option<Instant>>,
-    down: AtomicBool,
+    link: Link,
     pub hits: AtomicU64,
-    pub errors: AtomicU64,
 }
 
 impl std::fmt::Debug for L2 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L2").field("url", &self.url).finish()
+        f.debug_struct("L2").field("url", &self.link.url()).finish()
     }
 }
 
@@ -72,100 +65,29 @@ fn tag_key(tag: &str) -> String {
 
 impl L2 {
     pub fn new(url: &str) -> Arc<L2> {
-        let client = match redis::Client::open(url) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!("cache.redis_url {url}: {e}; the cache runs from memory only");
-                None
-            }
-        };
         Arc::new(L2 {
-            url: url.to_string(),
-            client,
-            conn: Mutex::new(None),
-            last_attempt: std::sync::Mutex::new(None),
-            down: AtomicBool::new(false),
+            link: Link::new(
+                url,
+                "cache tier".into(),
+                "serving from memory only",
+                CALL_TIMEOUT,
+                metrics::counter!("switchyard_cache_l2_errors_total"),
+            ),
             hits: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
         })
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        self.link.url()
     }
 
-    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
-        let mut conn = self.conn.lock().await;
-        if let Some(c) = conn.as_ref() {
-            return Some(c.clone());
-        }
-        {
-            let mut last = self.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
-                return None;
-            }
-            *last = Some(Instant::now());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1);
-        let client = self.client.as_ref()?;
-        match tokio::time::timeout(
-            CALL_TIMEOUT * 2,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        {
-            Ok(Ok(c)) => {
-                *conn = Some(c.clone());
-                Some(c)
-            }
-            Ok(Err(e)) => {
-                self.failed(&e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed("no connection within 500ms");
-                None
-            }
-        }
+    /// Failed Redis calls so far.
+    pub fn errors(&self) -> u64 {
+        self.link.errors()
     }
 
-    fn failed(&self, why: &str) {
-        self.errors.fetch_add(1, Relaxed);
-        metrics::counter!("switchyard_cache_l2_errors_total").increment(1);
-        if !self.down.swap(true, Relaxed) {
-            tracing::warn!(
-                "cache tier {} unavailable ({why}); serving from memory only until it answers",
-                self.url
-            );
-        }
-    }
-
-    fn succeeded(&self) {
-        if self.down.swap(false, Relaxed) {
-            tracing::info!("cache tier {} is back", self.url);
-        }
-    }
-
-    /// Runs one command within the call timeout; `None` on any failure.
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Option<T> {
-        let mut conn = self.connection().await?;
-        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.succeeded();
-                Some(v)
-            }
-            Ok(Err(e)) => {
-                self.failed(&e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed("no answer within 250ms");
-                None
-            }
-        }
+        self.link.run(cmd).await
     }
 
     /// Writes `entry` through, with tags, expiring after its usefulness.

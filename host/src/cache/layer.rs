@@ -17,7 +17,9 @@ use http::{Method, Request, Response, StatusCode, request, response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
+
+use crate::proxy::Downstream;
 
 use super::cache_key;
 use super::directives::{
@@ -32,42 +34,7 @@ use crate::telemetry::Windows;
 /// Name this cache uses in `Cache-Status` (RFC 9211).
 const CACHE_NAME: &str = "Switchyard";
 
-/// The phases below the cache, as the cache needs them: cloneable and
-/// sendable, for revalidations that run in the background.
-pub trait Downstream:
-    Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError, Future: Send + 'static>
-    + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Downstream for S where
-    S: Service<
-            Exchange,
-            Response = Response<ProxyBody>,
-            Error = ProxyError,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CacheLayer;
-
-impl<S> Layer<S> for CacheLayer {
-    type Service = Cache<S>;
-    fn layer(&self, inner: S) -> Cache<S> {
-        Cache { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Cache<S> {
-    inner: S,
-}
+crate::proxy::layer!(CacheLayer, Cache);
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use tower::{Layer, Service};
+use tower::Service;
 
 pub use body::{Compressed, Levels};
 pub use negotiate::{MediaRange, coding_of, negotiate};
@@ -95,20 +95,7 @@ fn requested(headers: &HeaderMap) -> Option<Coding> {
     coding_of(value)
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CompressLayer;
-
-impl<S> Layer<S> for CompressLayer {
-    type Service = Compress<S>;
-    fn layer(&self, inner: S) -> Compress<S> {
-        Compress { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Compress<S> {
-    inner: S,
-}
+crate::proxy::layer!(CompressLayer, Compress);
 
 /// What a request's response may become.
 struct Plan {

@@ -44,6 +44,8 @@ pub struct Config {
     pub cache: CacheSection,
     #[serde(default)]
     pub compression: CompressionSection,
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitSection>,
     /// An HTTPS listener beside the plain one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
@@ -1160,4 +1162,60 @@ impl Default for CompressionSection {
             zstd_level: 3,
         }
     }
+}
+
+/// What a shared rate limit does while Redis does not answer.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Each instance applies the whole limit by itself (fail open to the
+    /// local limit).
+    #[default]
+    Local,
+    /// Requests the limit covers get 503 (fail closed).
+    Deny,
+}
+
+/// `[[rate_limits]]`: how often requests may come, per key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Unique; names the limit in headers, metrics and Redis keys.
+    pub name: String,
+    /// What requests are counted by: any of `client_ip`, `route`,
+    /// `header:NAME`, combined; empty is one count for all.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Requests per `per`.
+    pub rate: u32,
+    #[serde(default = "one_second")]
+    pub per: Dur,
+    /// Requests allowed at once; default: `rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Only requests routed to this upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Only requests on this route (its label: `host` + `path_prefix`,
+    /// e.g. `*/api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Count what would be refused, refuse nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+    /// Share the limit between instances through this Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(default = "redis_timeout")]
+    pub redis_timeout: Dur,
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+}
+
+fn one_second() -> Dur {
+    Dur::secs(1)
+}
+
+fn redis_timeout() -> Dur {
+    Dur::millis(50)
 }

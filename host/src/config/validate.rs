@@ -103,6 +103,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     validate_cache(config, &mut p);
     validate_compression(config, &mut p);
     validate_admission(config, &mut p);
+    validate_rate_limits(config, &mut p);
     validate_plugins(config, &mut p);
     if let Some(bench) = &config.bench {
         p.0.extend(validate_bench(bench));
@@ -336,15 +337,19 @@ fn validate_cache(config: &Config, p: &mut Problems) {
         );
     }
     if let Some(url) = &c.redis_url {
-        let scheme = url.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
-            p.add(
-                "cache.redis_url",
-                format!(
-                    "invalid Redis URL \"{url}\": expected redis://HOST:PORT[/DB], rediss:// or unix://"
-                ),
-            );
-        }
+        redis_url("cache.redis_url", url, p);
+    }
+}
+
+fn redis_url(key: &str, url: &str, p: &mut Problems) {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
+        p.add(
+            key,
+            format!(
+                "invalid Redis URL \"{url}\": expected redis://HOST:PORT[/DB], rediss:// or unix://"
+            ),
+        );
     }
 }
 
@@ -357,6 +362,62 @@ fn media_ranges(key: String, types: &[String], p: &mut Problems) {
                     "invalid media type \"{t}\": expected type/subtype, type/* or type/*+suffix"
                 ),
             );
+        }
+    }
+}
+
+fn validate_rate_limits(config: &Config, p: &mut Problems) {
+    let labels: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| format!("{}{}", r.host, r.path_prefix))
+        .collect();
+    for (i, l) in config.rate_limits.iter().enumerate() {
+        let at = |k: &str| format!("rate_limits[{i}].{k}");
+        if l.name.is_empty()
+            || !l
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            p.add(at("name"), "must be letters, digits, '-', '_' or '.'");
+        }
+        if config.rate_limits[..i].iter().any(|o| o.name == l.name) {
+            p.add(
+                at("name"),
+                format!("\"{}\" is used by an earlier limit", l.name),
+            );
+        }
+        p.positive(at("rate"), l.rate == 0);
+        p.positive(at("per"), l.per.is_zero());
+        p.positive(at("burst"), l.burst == Some(0));
+        p.positive(at("redis_timeout"), l.redis_timeout.is_zero());
+        for (j, k) in l.key.iter().enumerate() {
+            if !crate::ratelimit::valid_key_part(k) {
+                p.add(
+                    format!("rate_limits[{i}].key[{j}]"),
+                    format!("invalid key \"{k}\": expected client_ip, route or header:NAME"),
+                );
+            }
+        }
+        if let Some(u) = &l.upstream
+            && !config.upstreams.contains_key(u)
+        {
+            p.add(at("upstream"), format!("no upstream \"{u}\""));
+        }
+        if let Some(r) = &l.route
+            && !labels.contains(r)
+        {
+            p.add(
+                at("route"),
+                format!(
+                    "no route \"{r}\" (routes are named host + path_prefix: {})",
+                    labels.join(", ")
+                ),
+            );
+        }
+        if let Some(url) = &l.redis_url {
+            redis_url(&at("redis_url"), url, p);
         }
     }
 }

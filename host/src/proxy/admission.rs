@@ -32,7 +32,7 @@ use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::Response;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::oneshot;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::error::ProxyError;
 use super::{Exchange, ProxyBody};
@@ -387,20 +387,7 @@ impl Drop for Admitted {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AdmissionLayer;
-
-impl<S> Layer<S> for AdmissionLayer {
-    type Service = Admit<S>;
-    fn layer(&self, inner: S) -> Admit<S> {
-        Admit { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Admit<S> {
-    inner: S,
-}
+crate::proxy::layer!(AdmissionLayer, Admit);
 
 pin_project_lite::pin_project! {
     /// The inner future, holding the request's place until it completes.
@@ -422,11 +409,7 @@ type Result<T> = std::result::Result<T, ProxyError>;
 
 impl<S> Service<Exchange> for Admit<S>
 where
-    S: Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: crate::proxy::Downstream,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;

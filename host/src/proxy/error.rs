@@ -21,6 +21,14 @@ pub enum ProxyError {
     },
     #[error("the proxy is at its concurrency limit")]
     Overloaded,
+    #[error("over rate limit \"{limit}\"")]
+    RateLimited {
+        limit: String,
+        retry_after_secs: u64,
+        policy: HeaderValue,
+    },
+    #[error("rate limit \"{limit}\" cannot reach its shared state")]
+    RateLimiterUnavailable { limit: String },
     #[error("waited {waited:?} in the admission queue without a place")]
     QueueTimeout { waited: Duration },
     #[error("every backend of upstream \"{upstream}\" is at its in-flight limit")]
@@ -69,7 +77,9 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { .. }
             | ProxyError::BreakerOpen { .. }
             | ProxyError::Overloaded
-            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::QueueTimeout { .. }
+            | ProxyError::RateLimiterUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Connect { .. }
             | ProxyError::Backend { .. }
             | ProxyError::Refused { .. }
@@ -112,6 +122,8 @@ impl ProxyError {
             ProxyError::BreakerOpen { .. } => "backends at capacity",
             ProxyError::Overloaded => "over capacity, retry later",
             ProxyError::QueueTimeout { .. } => "over capacity: queued too long, retry later",
+            ProxyError::RateLimited { .. } => "rate limit exceeded, retry later",
+            ProxyError::RateLimiterUnavailable { .. } => "rate limiter unavailable, retry later",
             ProxyError::Connect { .. } => "backend unreachable",
             ProxyError::Backend { .. }
             | ProxyError::Refused { .. }
@@ -140,8 +152,16 @@ impl ProxyError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            ProxyError::RateLimited {
+                limit,
+                retry_after_secs,
+                policy,
+            } => {
+                crate::ratelimit::rejection_headers(headers, limit, *retry_after_secs, policy);
+            }
             ProxyError::BreakerOpen { .. }
             | ProxyError::Overloaded
+            | ProxyError::RateLimiterUnavailable { .. }
             | ProxyError::QueueTimeout { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

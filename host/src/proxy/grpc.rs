@@ -84,11 +84,14 @@ pub fn code_for(e: &ProxyError) -> u32 {
     match e {
         ProxyError::BackendTimeout { .. } | ProxyError::RequestTimeout => DEADLINE_EXCEEDED,
         ProxyError::NoRoute => UNIMPLEMENTED,
-        ProxyError::HeadersTooLarge { .. } | ProxyError::BodyTooLarge => RESOURCE_EXHAUSTED,
+        ProxyError::HeadersTooLarge { .. }
+        | ProxyError::BodyTooLarge
+        | ProxyError::RateLimited { .. } => RESOURCE_EXHAUSTED,
         ProxyError::ClientBody(_) | ProxyError::BackendBody(_) => INTERNAL,
         ProxyError::NoHealthyBackend { .. }
         | ProxyError::Overloaded
         | ProxyError::QueueTimeout { .. }
+        | ProxyError::RateLimiterUnavailable { .. }
         | ProxyError::BreakerOpen { .. }
         | ProxyError::Connect { .. }
         | ProxyError::Backend { .. }

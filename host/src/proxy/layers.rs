@@ -11,7 +11,7 @@ use futures_util::future::{Either, Ready, ready};
 use http::Response;
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::error::ProxyError;
 use super::headers::{prepare_request, request_host};
@@ -20,11 +20,13 @@ use super::{Arrival, Exchange, ProxyBody};
 
 type Result<T> = std::result::Result<T, ProxyError>;
 
+/// A phase's tower `Layer` and the service it wraps around the next
+/// phase, `inner`.
 macro_rules! layer {
     ($layer:ident, $service:ident) => {
         #[derive(Clone, Copy, Debug, Default)]
         pub struct $layer;
-        impl<S> Layer<S> for $layer {
+        impl<S> tower::Layer<S> for $layer {
             type Service = $service<S>;
             fn layer(&self, inner: S) -> $service<S> {
                 $service { inner }
@@ -36,6 +38,7 @@ macro_rules! layer {
         }
     };
 }
+pub(crate) use layer;
 
 // ---- limits: header bytes (431), body bytes (413) ----
 

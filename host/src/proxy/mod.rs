@@ -5,7 +5,7 @@
 //! the assembly, top to bottom):
 //!
 //! ```text
-//! accept → limits → route → cache → compress → admission → forwarded headers → retry → forward
+//! accept → limits → route → rate limits → cache → compress → admission → forwarded headers → retry → forward
 //! ```
 //!
 //! Phases above `route` see an [`Arrival`]; from `route` down they see an
@@ -20,6 +20,7 @@ mod forward;
 mod grpc;
 pub(crate) mod headers;
 mod layers;
+pub(crate) use layers::layer;
 mod listener;
 pub mod registry;
 mod retry;
@@ -30,7 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Request;
+use http::{Request, Response};
+use tower::Service;
 
 pub use crate::http1::{BoxError, empty_body, text_body};
 pub use admission::{Admission, CLASSES as PRIORITY_CLASSES, ClassView, QueueSettings};
@@ -109,6 +111,29 @@ impl std::ops::Deref for ConnInfo {
     fn deref(&self) -> &Peer {
         &self.0
     }
+}
+
+/// The phases below routing, as the phases that hold on to them need them:
+/// cloneable and sendable, for revalidations that run in the background and
+/// for phases that wait before going on (queued admission, shared limits).
+pub trait Downstream:
+    Service<Exchange, Response = Response<ProxyBody>, Error = ProxyError, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Downstream for S where
+    S: Service<
+            Exchange,
+            Response = Response<ProxyBody>,
+            Error = ProxyError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// A request as it arrives, before routing.

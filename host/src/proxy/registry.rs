@@ -159,6 +159,7 @@ pub struct Registry {
     h2_pools: Mutex<HashMap<String, Weak<H2Pool>>>,
     pub windows: Arc<Windows>,
     pub admission: Arc<Admission>,
+    pub rate_limits: crate::ratelimit::RateLimits,
     pub knobs: Knobs,
     /// The response cache; kept unless its capacity or eviction policy
     /// changes.
@@ -182,6 +183,7 @@ impl Default for Registry {
             h2_pools: Mutex::default(),
             windows: Arc::new(Windows::new(crate::clock::now_ms())),
             admission: Arc::new(Admission::default()),
+            rate_limits: crate::ratelimit::RateLimits::default(),
             knobs: Knobs::default(),
             cache: Mutex::new(None),
             certs: Arc::default(),

@@ -22,14 +22,16 @@ use super::{Arrival, ConnInfo, ProxyBody, ProxyError, ProxyState, empty_body};
 use crate::cache::{Cache, CacheLayer};
 use crate::compress::{Compress, CompressLayer};
 use crate::http1::{error_response, normalize_h2, server::Handler};
+use crate::ratelimit::{RateLimit, RateLimitLayer};
 
 /// The phases a request passes through.
-pub type Stack = Limits<RoutePhase<Cache<Compress<Admit<ForwardedHeaders<Retry>>>>>>;
+pub type Stack = Limits<RoutePhase<RateLimit<Cache<Compress<Admit<ForwardedHeaders<Retry>>>>>>>;
 
 pub fn build_stack() -> Stack {
     ServiceBuilder::new()
         .layer(LimitsLayer) //            431, 413
         .layer(RouteLayer) //             host + path prefix → upstream, 404
+        .layer(RateLimitLayer) //        [[rate_limits]], 429
         .layer(CacheLayer) //             RFC 9111 shared cache (routes that cache)
         .layer(CompressLayer) //          gzip / br / zstd, stored compressed by the cache
         .layer(AdmissionLayer) //         concurrency limit, 503

@@ -32,6 +32,8 @@ pub struct ProxyState {
     /// Metrics for requests no route matched.
     pub unrouted: RouteMetrics,
     pub admission: Arc<Admission>,
+    /// `[[rate_limits]]`, their state kept by the registry.
+    pub rate_limits: Arc<[Arc<crate::ratelimit::Limit>]>,
     pub windows: Arc<Windows>,
     pub cache: Arc<CacheStore>,
     /// `listen.trusted_proxies`.
@@ -214,6 +216,7 @@ impl ProxyState {
             upstreams,
             unrouted: RouteMetrics::new("none", "none"),
             admission: registry.admission.clone(),
+            rate_limits: registry.rate_limits.for_config(&config.rate_limits),
             windows: registry.windows.clone(),
             cache: registry.cache_for(&config.cache),
             trusted_proxies: config.listen.trusted_proxies.clone().into_boxed_slice(),

@@ -106,6 +106,7 @@ async fn pool_sweep(server: Weak<Server>) {
         tokio::time::sleep(POOL_SWEEP).await;
         let Some(s) = server.upgrade() else { return };
         let closed = s.registry.sweep_pools();
+        s.registry.rate_limits.sweep();
         if closed > 0 {
             tracing::debug!("closed {closed} idle backend connection(s) the backends had closed");
         }

@@ -45,6 +45,30 @@ fn each_config_error_is_named_with_file_and_key_path() {
             "upstreams.app.backends[0].wieght: unknown key (expected one of: address, weight)",
         ),
         (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[compression]\ngzip_level = 12\n",
+            "compression.gzip_level: must be between 1 and 9",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[compression]\ntypes = [\"json\"]\n",
+            "compression.types[0]: invalid media type \"json\": expected type/subtype, type/* or type/*+suffix",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[[rate_limits]]\nname = \"a\"\nrate = 5\nkey = [\"cookie:x\"]\n",
+            "rate_limits[0].key[0]: invalid key \"cookie:x\": expected client_ip, route or header:NAME",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[[rate_limits]]\nname = \"a\"\nrate = 5\nroute = \"*/api\"\n",
+            "rate_limits[0].route: no route \"*/api\" (routes are named host + path_prefix: */)",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[[rate_limits]]\nname = \"a\"\nrate = 5\n[[rate_limits]]\nname = \"a\"\nrate = 0\n",
+            "rate_limits[1].name: \"a\" is used by an earlier limit",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[admission]\nqueue_timeout = \"0s\"\n",
+            "admission.queue_timeout: must be greater than 0",
+        ),
+        (
             "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[cache]\nkey_headers = [\"x user\"]\n",
             "cache.key_headers[0]: invalid header name \"x user\"",
         ),

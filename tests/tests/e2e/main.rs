@@ -17,6 +17,7 @@ mod limits;
 mod live;
 mod plugins;
 mod plugins_live;
+mod ratelimit;
 mod reload;
 mod retry;
 mod tls;
