@@ -365,6 +365,14 @@ impl Admission {
     }
 }
 
+/// How long a response's request waited in the queue, carried in the
+/// response's extensions: the sliding windows that optimizers and alert
+/// rules read record latency without it, so a queue that fills because
+/// the limit is low never reads as a slower backend (which would lower
+/// the limit further).
+#[derive(Clone, Copy, Debug)]
+pub struct QueueWait(pub Duration);
+
 /// Holds one place under the limit.
 pub struct Admitted(Option<Arc<Admission>>);
 
@@ -438,12 +446,15 @@ where
                     let figures = &admission.classes[usize::from(class)];
                     match tokio::time::timeout(timeout, rx).await {
                         Ok(Ok(place)) => {
-                            figures.wait.record(start.elapsed().as_secs_f64());
-                            WhileAdmitted {
+                            let waited = start.elapsed();
+                            figures.wait.record(waited.as_secs_f64());
+                            let mut response = WhileAdmitted {
                                 inner: inner.call(ex),
                                 place,
                             }
-                            .await
+                            .await?;
+                            response.extensions_mut().insert(QueueWait(waited));
+                            Ok(response)
                         }
                         _ => {
                             figures.wait.record(start.elapsed().as_secs_f64());

@@ -227,7 +227,15 @@ where
             Ok(_) => true,
             Err(e) => e.backend().is_some() || matches!(e, ProxyError::RequestTimeout),
         };
-        let latency = measured.then_some(elapsed.as_micros() as u64);
+        // Time spent queued for admission is demand, not service time.
+        let queued = match &result {
+            Ok(r) => r
+                .extensions()
+                .get::<super::QueueWait>()
+                .map_or(0, |w| w.0.as_micros()),
+            Err(_) => 0,
+        };
+        let latency = measured.then_some(elapsed.as_micros().saturating_sub(queued) as u64);
         route.windows.seconds.record(now_ms, latency, status >= 500);
         if *this.grpc {
             return Poll::Ready(count_grpc(route, result));

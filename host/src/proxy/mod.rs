@@ -35,7 +35,7 @@ use http::{Request, Response};
 use tower::Service;
 
 pub use crate::http1::{BoxError, empty_body, text_body};
-pub use admission::{Admission, CLASSES as PRIORITY_CLASSES, ClassView, QueueSettings};
+pub use admission::{Admission, CLASSES as PRIORITY_CLASSES, ClassView, QueueSettings, QueueWait};
 pub use error::ProxyError;
 pub use forward::InFlight;
 pub use grpc::is_call as is_grpc_call;

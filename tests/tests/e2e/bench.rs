@@ -8,25 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::backend::TestBackend;
-use crate::support::proxy::run_cli;
+use crate::support::bench;
 use crate::support::rest::RestBackend;
 use crate::support::wasm;
-
-/// Runs `switchyard bench TARGET ARGS... --json - --quiet`; returns the exit
-/// code, the JSON report (Null when none) and stderr.
-async fn bench(target: &str, args: &[&str]) -> (i32, Value, String) {
-    let mut argv: Vec<String> = vec!["bench".into(), target.into(), "--json".into(), "-".into()];
-    argv.push("--quiet".into());
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        run_cli(&refs)
-    })
-    .await
-    .expect("bench ran");
-    let report = serde_json::from_str(&out).unwrap_or(Value::Null);
-    (code, report, err)
-}
 
 fn fixed() -> String {
     wasm("fixed_request").display().to_string()

@@ -42,6 +42,22 @@ where
     }
 }
 
+/// Runs `switchyard bench TARGET ARGS... --json - --quiet`; returns the exit
+/// code, the JSON report (Null when none) and stderr.
+pub async fn bench(target: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut argv: Vec<String> = vec!["bench".into(), target.into(), "--json".into(), "-".into()];
+    argv.push("--quiet".into());
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        proxy::run_cli(&refs)
+    })
+    .await
+    .expect("bench ran");
+    let report = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+    (code, report, err)
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
