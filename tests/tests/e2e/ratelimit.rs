@@ -198,6 +198,7 @@ async fn two_proxies_share_one_limit_through_redis() {
     let got = admitted.load(Relaxed) as f64;
     // GCRA: the burst, then one every 10 ms, whichever proxy asks.
     let expected = 10.0 + 100.0 * elapsed;
+    eprintln!("two proxies admitted {got} in {elapsed:.2}s; a shared 100/s allows {expected:.0}");
     assert!(
         (got - expected).abs() <= expected * 0.05,
         "admitted {got} in {elapsed:.2}s between two proxies; a shared 100/s allows {expected:.0}"
