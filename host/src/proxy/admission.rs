@@ -11,8 +11,9 @@
 //! the order by the fixed key `class × aging − arrival`, so the heap never
 //! needs re-sorting. A place freed by a finishing request goes straight to
 //! the top waiter; newcomers do not overtake a non-empty queue. A request
-//! that waits longer than `queue_timeout`, or finds the queue full, gets
-//! 503 with `Retry-After`.
+//! that waits longer than `queue_timeout` gets 503 with `Retry-After`; so
+//! does one that finds the queue full, unless it outranks the lowest
+//! waiter, which it then displaces (that one gets the 503).
 //!
 //! A request counts from admission until its response headers are sent on
 //! (streaming bodies are not held against the limit). Cache hits are
@@ -284,11 +285,6 @@ impl Admission {
                 self.queued.fetch_sub(1, SeqCst);
             }
             self.recount(&heap);
-            if heap.len() >= settings.size as usize {
-                self.queued.fetch_sub(1, SeqCst);
-                self.rejections.increment(1);
-                return Entry::Refused;
-            }
         }
         let arrival = self.epoch.elapsed().as_nanos() as i128;
         let weight = match settings.aging.as_nanos() as i128 {
@@ -296,9 +292,34 @@ impl Admission {
             0 => 1 << 100,
             aging => aging,
         };
+        let key = i128::from(class) * weight - arrival;
+        if heap.len() >= settings.size as usize {
+            // Full: the newcomer takes the place of the waiter it outranks
+            // most (the lowest, which is then refused), or is refused.
+            let lowest = heap.iter().min().map(|w| w.key);
+            if lowest.is_none_or(|low| low >= key) {
+                self.queued.fetch_sub(1, SeqCst);
+                self.rejections.increment(1);
+                return Entry::Refused;
+            }
+            let mut waiters = std::mem::take(&mut *heap).into_vec();
+            if let Some(i) = waiters
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.cmp(b.1))
+                .map(|(i, _)| i)
+            {
+                // Dropping its sender tells the waiter it was displaced.
+                let displaced = waiters.swap_remove(i);
+                self.classes[usize::from(displaced.class)].queued(-1);
+                self.queued.fetch_sub(1, SeqCst);
+                self.rejections.increment(1);
+            }
+            *heap = BinaryHeap::from(waiters);
+        }
         let (tx, rx) = oneshot::channel();
         heap.push(Waiter {
-            key: i128::from(class) * weight - arrival,
+            key,
             seq: self.seq.fetch_add(1, Relaxed),
             class,
             tx,
@@ -456,7 +477,12 @@ where
                             response.extensions_mut().insert(QueueWait(waited));
                             Ok(response)
                         }
-                        _ => {
+                        // Displaced from a full queue by a higher class.
+                        Ok(Err(_)) => {
+                            figures.wait.record(start.elapsed().as_secs_f64());
+                            Err(ProxyError::Overloaded)
+                        }
+                        Err(_) => {
                             figures.wait.record(start.elapsed().as_secs_f64());
                             figures.timeouts.fetch_add(1, Relaxed);
                             figures.timeouts_counter.increment(1);
@@ -550,15 +576,28 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses() {
+    fn a_full_queue_refuses_or_displaces_its_lowest_waiter() {
         let a = admission(1, Duration::ZERO);
         let Entry::Now(_first) = a.enter(0) else {
             panic!("room for one")
         };
-        let waiters: Vec<_> = (0..16).map(|_| waiting(a.enter(0))).collect();
-        assert!(matches!(a.enter(7), Entry::Refused));
+        let mut waiters: Vec<_> = (0..16).map(|_| waiting(a.enter(3))).collect();
+        // No higher than those waiting: refused.
+        assert!(matches!(a.enter(3), Entry::Refused));
+        assert!(matches!(a.enter(1), Entry::Refused));
+        // Higher: it takes the place of the latest of the lowest class.
+        let _high = waiting(a.enter(7));
+        assert_eq!(a.queued(), 16);
+        let last = waiters.pop().expect("a waiter");
+        assert!(last.blocking_recv().is_err(), "displaced");
+        for w in &mut waiters {
+            assert!(matches!(
+                w.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ));
+        }
         drop(waiters);
         // Those that left make room again.
-        assert!(matches!(a.enter(7), Entry::Wait(..)));
+        assert!(matches!(a.enter(0), Entry::Wait(..)));
     }
 }

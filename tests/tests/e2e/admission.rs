@@ -215,3 +215,42 @@ async fn queue_time_is_not_read_as_backend_latency() {
     );
     assert!(window_p99 >= Duration::from_millis(40), "{window_p99:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_gives_a_higher_class_the_lowest_waiter_s_place() {
+    let b = TestBackend::start("b").await;
+    b.hold(true);
+    let proxy = proxy(
+        &b,
+        "max_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"60s\"",
+        "[[routes]]\npath_prefix = \"/high\"\nupstream = \"app\"\npriority = 7\n\
+         [[routes]]\nupstream = \"app\"\npriority = 1",
+    );
+    let http = Http::default();
+    let first = held_first(&http, &proxy, &b).await;
+    let low = tokio::spawn({
+        let (http, url) = (http.clone(), proxy.url("/low"));
+        async move { http.get(&url).await }
+    });
+    queued(&proxy, 1).await;
+    // Same class as the waiter: refused at once.
+    let same = http.get(&proxy.url("/other")).await.expect("response");
+    assert_eq!(same.status, 503);
+    assert_eq!(
+        same.body,
+        "503 Service Unavailable: over capacity, retry later\n"
+    );
+    // Higher: it takes the low waiter's place, and the low one is told.
+    let high = tokio::spawn({
+        let (http, url) = (http.clone(), proxy.url("/high"));
+        async move { http.get(&url).await }
+    });
+    let low = low.await.expect("task").expect("response");
+    assert_eq!(low.status, 503);
+    assert_eq!(low.header("retry-after"), Some("1"));
+    queued(&proxy, 1).await;
+    b.hold(false);
+    for r in [first, high] {
+        assert_eq!(r.await.expect("task").expect("response").status, 200);
+    }
+}
