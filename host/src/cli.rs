@@ -155,7 +155,18 @@ fn check(args: &CheckArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(errors) => return report(errors),
     };
-    let running = args.against.as_deref().map(fetch_running_config);
+    // The running instance is asked with this config's admin token, if any.
+    let token = prepared
+        .loaded
+        .config
+        .admin
+        .token
+        .as_ref()
+        .map(|t| t.0.clone());
+    let running = args
+        .against
+        .as_deref()
+        .map(|url| fetch_running_config(url, token.as_deref()));
     let running_config = match &running {
         Some(Ok(r)) => Some(&r["config"]),
         _ => None,
@@ -233,7 +244,7 @@ fn try_binding(
 }
 
 /// `GET {admin}/admin/config` of a running instance.
-fn fetch_running_config(admin: &str) -> Result<serde_json::Value, String> {
+fn fetch_running_config(admin: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
     use http_body_util::BodyExt;
     let url = format!("{}/admin/config", admin.trim_end_matches('/'));
     let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
@@ -246,7 +257,14 @@ fn fetch_running_config(admin: &str) -> Result<serde_json::Value, String> {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<http_body_util::Empty<bytes::Bytes>>();
         let fetch = async {
-            let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+            let mut req = http::Request::get(uri);
+            if let Some(token) = token {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let req = req
+                .body(http_body_util::Empty::new())
+                .map_err(|e| e.to_string())?;
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status();
             let body = resp
                 .into_body()

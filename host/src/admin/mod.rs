@@ -120,7 +120,40 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
     r
 }
 
+/// Whether the request carries the configured bearer token (compared in
+/// constant time); true when no token is configured.
+fn authorized(req: &Request<Incoming>, server: &Server) -> bool {
+    let loaded = server.loaded.load();
+    let Some(token) = &loaded.config.admin.token else {
+        return true;
+    };
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.0.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
+    if !authorized(&req, server) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: this admin API needs Authorization: Bearer <admin.token>\n",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"switchyard admin\""),
+        );
+        return r;
+    }
     let path = req.uri().path().trim_end_matches('/');
     if let (&Method::POST, Some(name)) = (req.method(), plugin_reload_target(path)) {
         return reload_plugin(server, name).await;

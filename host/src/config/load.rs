@@ -150,6 +150,29 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigErrors> {
             .collect();
         return Err(ConfigErrors(errors));
     }
+    if let Some(file) = config.admin.token_file.clone() {
+        let path = source.base_dir().join(&file);
+        let token = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read \"{}\": {e}", path.display()))
+            .and_then(|t| {
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    Err(format!("\"{}\" is empty", path.display()))
+                } else {
+                    Ok(t)
+                }
+            });
+        match token {
+            Ok(t) => config.admin.token = Some(super::schema::Secret(t)),
+            Err(message) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    origin: origin_of_key(&figment, "admin.token_file", source),
+                    key: "admin.token_file".into(),
+                    message,
+                }]));
+            }
+        }
+    }
     config.apply_upstream_defaults();
     let version = version_of(&config);
     let loaded_at = std::time::SystemTime::now();

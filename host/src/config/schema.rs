@@ -109,13 +109,45 @@ pub struct ListenSection {
 pub struct AdminSection {
     #[serde(default = "default_admin_address")]
     pub address: ListenAddr,
+    /// Bearer token every admin request must carry; required when
+    /// `address` is not loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the token (relative paths start at the config
+    /// file's directory); read at each load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             address: default_admin_address(),
+            token: None,
+            token_file: None,
         }
+    }
+}
+
+/// A secret from the config: never shown. It serializes as a digest, so
+/// `GET /admin/config`, diffs and the config version see that it changed
+/// but never what it is.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&format!("sha256:{hex}…"))
     }
 }
 

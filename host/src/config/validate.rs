@@ -67,6 +67,26 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if config.listen.address == config.admin.address && config.listen.address.0.port() != 0 {
         p.add("admin.address", "must differ from listen.address");
     }
+    let admin = &config.admin;
+    if admin.token.is_some() && admin.token_file.is_some() {
+        p.add(
+            "admin.token_file",
+            "set admin.token or admin.token_file, not both",
+        );
+    } else if admin.token.as_ref().is_some_and(|t| t.0.trim().is_empty()) {
+        p.add("admin.token", "must not be empty");
+    } else if admin.token.is_none()
+        && admin.token_file.is_none()
+        && !admin.address.0.ip().is_loopback()
+    {
+        p.add(
+            "admin.token",
+            format!(
+                "required when admin.address ({}) is not loopback: anyone who reaches it could reload, purge and read everything; set admin.token or admin.token_file",
+                admin.address.0
+            ),
+        );
+    }
     if config.runtime.worker_threads > 1024 {
         p.add(
             "runtime.worker_threads",

@@ -65,6 +65,14 @@ fn each_config_error_is_named_with_file_and_key_path() {
             "rate_limits[1].name: \"a\" is used by an earlier limit",
         ),
         (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[admin]\naddress = \"0.0.0.0:9999\"\n",
+            "admin.token: required when admin.address (0.0.0.0:9999) is not loopback: anyone who reaches it could reload, purge and read everything; set admin.token or admin.token_file",
+        ),
+        (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[admin]\ntoken = \"a\"\ntoken_file = \"t\"\n",
+            "admin.token_file: set admin.token or admin.token_file, not both",
+        ),
+        (
             "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[admission]\nqueue_timeout = \"0s\"\n",
             "admission.queue_timeout: must be greater than 0",
         ),

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_auth;
 mod admission;
 mod balance;
 mod bench;
