@@ -160,8 +160,7 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
     }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
-            refresh_gauges(server);
-            let mut r = text(StatusCode::OK, server.prometheus.render());
+            let mut r = text(StatusCode::OK, exposition(server));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -185,6 +184,7 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
         }
         (&Method::GET, "/admin/optimizer") => json(StatusCode::OK, &optimizer_view(server)),
         (&Method::GET, "/admin/snapshot") => json(StatusCode::OK, &server.snapshot()),
+        (&Method::GET, "/admin/metrics") => metrics_export(server, req.uri().query()),
         (&Method::POST, "/admin/config/reload") => reload_config(server).await,
         (&Method::GET, "/admin/cache") => json(StatusCode::OK, &cache_view(server)),
         (&Method::DELETE, "/admin/cache") => purge_cache(server, req.uri().query()),
@@ -269,8 +269,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const ENDPOINTS: [&str; 12] = [
+const ENDPOINTS: [&str; 13] = [
     "/metrics",
+    "/admin/metrics?format=json|csv",
     "/healthz",
     "/readyz",
     "/admin/backends",
@@ -413,6 +414,40 @@ fn backends_view(server: &Server) -> BTreeMap<String, UpstreamView> {
 }
 
 /// State gauges are set at scrape time rather than on every request.
+/// Everything `/metrics` shows: the recorder's series, fresh gauges, and
+/// the standard `process_*` series.
+fn exposition(server: &Server) -> String {
+    refresh_gauges(server);
+    let mut text = server.prometheus.render();
+    text.push_str(&crate::telemetry::process_exposition());
+    text
+}
+
+/// `GET /admin/metrics?format=json|csv` (JSON when not given).
+fn metrics_export(server: &Server, query: Option<&str>) -> AdminResponse {
+    let format = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("format="))
+        .unwrap_or("json");
+    let rows = crate::telemetry::export::rows(&exposition(server));
+    match format {
+        "json" => json(StatusCode::OK, &serde_json::json!({ "metrics": rows })),
+        "csv" => {
+            let mut r = text(StatusCode::OK, crate::telemetry::export::csv(&rows));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            r
+        }
+        other => text(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format \"{other}\": expected json or csv\n"),
+        ),
+    }
+}
+
 fn refresh_gauges(server: &Server) {
     let state = server.state.load();
     let mut total_in_flight = 0u64;

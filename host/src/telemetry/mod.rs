@@ -6,12 +6,13 @@
 //! path is an atomic add and never a registry lookup. Gauges that describe
 //! state (in-flight, health, ejection) are set when `/metrics` is scraped.
 
+pub mod export;
 mod process;
 mod prometheus;
 mod snapshot;
 mod windows;
 
-pub use process::ProcessStats;
+pub use process::{ProcessStats, exposition as process_exposition};
 pub use prometheus::{PrometheusExport, install};
 pub use snapshot::{BackendStats, Snapshot, WindowStats};
 pub use windows::{Series, Windows};

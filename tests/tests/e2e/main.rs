@@ -10,6 +10,7 @@ mod bench;
 mod cache;
 mod cli;
 mod compress;
+mod exports;
 mod failure;
 mod grpc;
 mod health;
