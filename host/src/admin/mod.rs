@@ -34,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod bench;
+
 use crate::balance::BackendView;
 use crate::plugins::Reloaded;
 use crate::server::{ReloadOutcome, Server, Trigger};
@@ -158,6 +160,12 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
     if let (&Method::POST, Some(name)) = (req.method(), plugin_reload_target(path)) {
         return reload_plugin(server, name).await;
     }
+    if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix("/admin/bench/")) {
+        return bench_run(server, id, req.uri().query());
+    }
+    if (req.method(), path) == (&Method::POST, "/admin/bench") {
+        return start_bench(server, req).await;
+    }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, exposition(server));
@@ -269,7 +277,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const ENDPOINTS: [&str; 13] = [
+const ENDPOINTS: [&str; 15] = [
     "/metrics",
     "/admin/metrics?format=json|csv",
     "/healthz",
@@ -281,6 +289,8 @@ const ENDPOINTS: [&str; 13] = [
     "/admin/alerts",
     "/admin/optimizer",
     "/admin/snapshot",
+    "POST /admin/bench",
+    "/admin/bench/ID[?format=csv]",
     "/admin/cache",
     "DELETE /admin/cache?key=|prefix=|tag=",
 ];
@@ -414,6 +424,70 @@ fn backends_view(server: &Server) -> BTreeMap<String, UpstreamView> {
 }
 
 /// State gauges are set at scrape time rather than on every request.
+/// `POST /admin/bench`: 202 with the run's id and where to follow it.
+async fn start_bench(server: &Arc<Server>, req: Request<Incoming>) -> AdminResponse {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}\n"),
+            );
+        }
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}\n"),
+            );
+        }
+    };
+    let own = server.proxy_addr().await;
+    let base = server.loaded.load().source.base_dir();
+    // Loading the plugin compiles it: off the admin listener's workers.
+    let runs = server.bench_runs.clone();
+    let started = tokio::task::spawn_blocking(move || runs.start(&body, own, &base)).await;
+    match started {
+        Ok(Ok(id)) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "id": id, "status": format!("/admin/bench/{id}") }),
+        ),
+        Ok(Err(bench::Refused::Busy(id))) => text(
+            StatusCode::CONFLICT,
+            format!("run {id} is still going; one run at a time\n"),
+        ),
+        Ok(Err(bench::Refused::Bad(why))) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// `GET /admin/bench/ID[?format=csv]`.
+fn bench_run(server: &Server, id: &str, query: Option<&str>) -> AdminResponse {
+    let Some(run) = id.parse().ok().and_then(|id| server.bench_runs.get(id)) else {
+        return text(StatusCode::NOT_FOUND, format!("no run {id}\n"));
+    };
+    if query.is_some_and(|q| q.split('&').any(|kv| kv == "format=csv")) {
+        return match &run.report {
+            Some(report) => {
+                let mut r = text(StatusCode::OK, report.csv());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/csv; charset=utf-8"),
+                );
+                r
+            }
+            None => text(StatusCode::CONFLICT, "no report yet\n"),
+        };
+    }
+    json(StatusCode::OK, &run)
+}
+
 /// Everything `/metrics` shows: the recorder's series, fresh gauges, and
 /// the standard `process_*` series.
 fn exposition(server: &Server) -> String {

@@ -98,6 +98,8 @@ pub struct Server {
     /// Of the certificate files last applied: a reload whose config is the
     /// same still applies changed certificates.
     tls_fingerprint: AtomicU64,
+    /// Load tests started through the admin API.
+    pub bench_runs: Arc<crate::admin::bench::Runs>,
 }
 
 /// A started server.
@@ -109,6 +111,11 @@ pub struct Running {
 }
 
 impl Server {
+    /// Where the plain listener is bound now, if it is.
+    pub async fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.listeners.lock().await.proxy.as_ref().map(|l| l.addr)
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -250,6 +257,7 @@ impl Running {
             loops: std::sync::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             tls_fingerprint: AtomicU64::new(0),
+            bench_runs: Arc::default(),
         });
         server.apply_tls(tls);
         server
@@ -273,7 +281,6 @@ impl Running {
             tracing::info!("HTTPS listening on {addr}");
         }
         let admin = admin::serve(admin_tcp, server.clone())?;
-        tracing::info!("admin listening on {}", admin.addr);
         let (proxy_addr, admin_addr) = (proxy.local_addr(), admin.addr);
         {
             let mut l = server.listeners.lock().await;
@@ -281,6 +288,8 @@ impl Running {
             l.tls = https.map(|h| h.serve_tls(server.state.clone()));
             l.admin = Some(admin);
         }
+        // Last: whoever waits for this line finds everything in place.
+        tracing::info!("admin listening on {admin_addr}");
         Ok(Running {
             server,
             proxy_addr,

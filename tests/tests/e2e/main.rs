@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_auth;
+mod admin_bench;
 mod admission;
 mod balance;
 mod bench;
