@@ -3,8 +3,9 @@
 //!
 //! Each limit is a GCRA (the `governor` crate): `rate` requests per `per`,
 //! with `burst` allowed at once. A request is counted by its key, built
-//! from the client's IP, its route, and request headers; a request missing
-//! a keyed header is not counted by that limit. Over the limit it gets 429
+//! from the client's IP (behind a trusted proxy, the address it
+//! forwarded), its route, and request headers; a request missing a keyed
+//! header is not counted by that limit. Over the limit it gets 429
 //! with `Retry-After`, `RateLimit-Policy` and `RateLimit` (draft IETF
 //! httpapi-ratelimit-headers); a `shadow` limit only counts.
 //!
@@ -63,6 +64,38 @@ impl KeyPart {
 /// Whether a `key` entry of a `[[rate_limits]]` is valid.
 pub fn valid_key_part(s: &str) -> bool {
     KeyPart::parse(s).is_some()
+}
+
+/// The client's address: the connection's peer, or, when the peer is in
+/// `listen.trusted_proxies` (a load balancer in front), the nearest
+/// address of its `X-Forwarded-For` chain that is not itself trusted, read
+/// right to left as each trusted hop appended it. A malformed hop ends the
+/// walk: what lies left of it cannot be trusted.
+fn client_ip(ex: &Exchange) -> std::borrow::Cow<'_, str> {
+    let peer = std::str::from_utf8(ex.conn.ip_text()).unwrap_or("");
+    if !ex.conn.trusted {
+        return peer.into();
+    }
+    let lines: Vec<&str> = ex
+        .request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let mut nearest = peer.to_string();
+    for hop in lines.iter().rev().flat_map(|l| l.rsplit(',')) {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                nearest = ip.to_string();
+                if !ex.state.is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    nearest.into()
 }
 
 /// One configured limit with its state.
@@ -153,9 +186,7 @@ impl Limit {
                 key.push('\u{1f}');
             }
             match part {
-                KeyPart::ClientIp => {
-                    key.push_str(std::str::from_utf8(ex.conn.ip_text()).unwrap_or(""))
-                }
+                KeyPart::ClientIp => key.push_str(&client_ip(ex)),
                 KeyPart::Route => key.push_str(&ex.route.label),
                 KeyPart::Header(name) => {
                     let v = ex.request.headers().get(name)?;

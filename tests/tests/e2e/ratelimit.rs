@@ -282,3 +282,61 @@ async fn while_redis_is_down_the_fail_mode_holds_and_the_limit_comes_back() {
     proxy.wait_log("rate limit \"closed\" redis://").await;
     assert!(proxy.logs().contains("is back"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
+    let b = TestBackend::start("b").await;
+    let limits =
+        "[[rate_limits]]\nname = \"per-ip\"\nkey = [\"client_ip\"]\nrate = 2\nper = \"60s\"\n";
+    let trusted = config(&b, limits).replace(
+        "[listen]\naddress = \"127.0.0.1:0\"\n",
+        "[listen]\naddress = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
+    );
+    let proxy = Proxy::start(&trusted);
+    let http = Http::default();
+    let from = |xff: &'static str| {
+        let (http, url) = (http.clone(), proxy.url("/x"));
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let r = http
+                    .request(Method::GET, &url, &[("x-forwarded-for", xff)], "")
+                    .await
+                    .expect("response");
+                out.push(r.status);
+            }
+            out
+        }
+    };
+    // Two clients behind the balancer: counted apart. The rightmost
+    // untrusted hop counts (a client cannot pose as another by adding
+    // hops on the left).
+    assert_eq!(from("10.0.0.1").await, [200, 200, 429]);
+    assert_eq!(from("10.0.0.2").await, [200, 200, 429]);
+    assert_eq!(from("10.9.9.9, 10.0.0.2").await, [429, 429, 429]);
+    assert_eq!(from("10.0.0.3, 127.0.0.5").await, [200, 200, 429]);
+    // Not trusted: the header is ignored and the peer is the client.
+    let untrusted = Proxy::start(&config(&b, limits));
+    for xff in ["10.0.0.1", "10.0.0.2"] {
+        let r = http
+            .request(
+                Method::GET,
+                &untrusted.url("/x"),
+                &[("x-forwarded-for", xff)],
+                "",
+            )
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200);
+    }
+    let r = http
+        .request(
+            Method::GET,
+            &untrusted.url("/x"),
+            &[("x-forwarded-for", "10.0.0.3")],
+            "",
+        )
+        .await
+        .expect("response");
+    assert_eq!(r.status, 429, "one peer, one count");
+}
