@@ -13,6 +13,7 @@
 //! `operations`, or else by a schedule of at most `MAX_RUN`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,7 +47,7 @@ pub struct Run {
     pub id: u64,
     pub state: State,
     pub target: String,
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(serialize_with = "rfc3339")]
     pub started_at: SystemTime,
     pub planned_s: f64,
     pub elapsed_s: f64,
@@ -55,21 +56,16 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip)]
-    started: Option<Instant>,
+    started: Instant,
 }
 
-mod humantime_serde_compat {
-    pub fn serialize<S: serde::Serializer>(
-        t: &std::time::SystemTime,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
-    }
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
 #[derive(Default)]
 pub struct Runs {
-    next: Mutex<u64>,
+    next: AtomicU64,
     runs: Mutex<VecDeque<Run>>,
 }
 
@@ -176,10 +172,9 @@ impl Runs {
             if let Some(r) = runs.iter().find(|r| matches!(r.state, State::Running)) {
                 return Err(Refused::Busy(r.id));
             }
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            *next += 1;
+            let id = self.next.fetch_add(1, Relaxed) + 1;
             runs.push_back(Run {
-                id: *next,
+                id,
                 state: State::Running,
                 target: args.target.clone(),
                 started_at: SystemTime::now(),
@@ -187,12 +182,12 @@ impl Runs {
                 elapsed_s: 0.0,
                 report: None,
                 error: None,
-                started: Some(Instant::now()),
+                started: Instant::now(),
             });
             while runs.len() > KEPT {
                 runs.pop_front();
             }
-            *next
+            id
         };
         let runs = self.clone();
         let spawned = std::thread::Builder::new()
@@ -219,7 +214,7 @@ impl Runs {
     fn finish(&self, id: u64, outcome: Result<Report, String>) {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(run) = runs.iter_mut().find(|r| r.id == id) {
-            run.elapsed_s = run.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            run.elapsed_s = run.started.elapsed().as_secs_f64();
             match outcome {
                 Ok(report) => {
                     run.state = State::Finished;
@@ -239,7 +234,7 @@ impl Runs {
         runs.iter().find(|r| r.id == id).map(|r| {
             let mut r = r.clone();
             if matches!(r.state, State::Running) {
-                r.elapsed_s = r.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                r.elapsed_s = r.started.elapsed().as_secs_f64();
             }
             r
         })

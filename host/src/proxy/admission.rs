@@ -212,10 +212,6 @@ impl Admission {
         }
     }
 
-    pub fn queue_settings(&self) -> Arc<QueueSettings> {
-        self.settings.load_full()
-    }
-
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
     }

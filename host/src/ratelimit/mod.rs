@@ -251,11 +251,6 @@ impl Limit {
         self.local.retain_recent();
         self.local.shrink_to_fit();
     }
-
-    /// Keys the local limiter holds.
-    pub fn keys(&self) -> usize {
-        self.local.len()
-    }
 }
 
 /// Every limit, kept across reloads in the registry.
