@@ -102,6 +102,9 @@ struct Plan {
     settings: Arc<RouteCompression>,
     coding: Option<Coding>,
     head: bool,
+    /// The request's `If-None-Match` names a weak validator: a
+    /// revalidation of a stored compressed variant.
+    weak_condition: bool,
 }
 
 impl<S> Service<Exchange> for Compress<S>
@@ -128,6 +131,11 @@ where
                 settings: settings.clone(),
                 coding: requested(req.headers()),
                 head: req.method() == Method::HEAD,
+                weak_condition: req
+                    .headers()
+                    .get_all(header::IF_NONE_MATCH)
+                    .iter()
+                    .any(|v| v.as_bytes().windows(2).any(|w| w == b"W/")),
             })
         });
         Compressing {
@@ -163,7 +171,7 @@ where
 }
 
 /// Whether the response's content may be compressed at all, whoever asks.
-fn eligible(response: &Response<ProxyBody>, settings: &RouteCompression) -> bool {
+fn eligible(response: &Response<ProxyBody>, settings: &RouteCompression, head: bool) -> bool {
     let status = response.status();
     let h = response.headers();
     if status.is_informational()
@@ -182,16 +190,15 @@ fn eligible(response: &Response<ProxyBody>, settings: &RouteCompression) -> bool
     if !settings.types.iter().any(|t| t.matches(content_type)) {
         return false;
     }
-    // The length the wire layer framed the body with; a HEAD response
-    // carries it in the header only.
-    let length = http_body::Body::size_hint(response.body())
-        .exact()
-        .filter(|&n| n > 0)
-        .or_else(|| {
-            h.get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-        });
-    length.is_none_or(|n| n >= settings.min_size)
+    // The length the wire layer framed the body with (an empty body is
+    // never compressed); a HEAD response carries it in the header only.
+    let length = if head {
+        h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    } else {
+        http_body::Body::size_hint(response.body()).exact()
+    };
+    length.is_none_or(|n| n > 0 && n >= settings.min_size)
 }
 
 fn no_transform(h: &HeaderMap) -> bool {
@@ -204,14 +211,15 @@ fn no_transform(h: &HeaderMap) -> bool {
 
 fn transform(mut response: Response<ProxyBody>, plan: &Plan) -> Response<ProxyBody> {
     if response.status() == StatusCode::NOT_MODIFIED {
-        // A 304 refreshes a stored compressed variant: its validator must
-        // read as the variant's does.
-        if plan.coding.is_some() {
+        // A 304 refreshing a stored compressed variant (asked for by its
+        // weak validator): the validator must read as the variant's does.
+        // An uncompressed variant's strong one is left strong.
+        if plan.coding.is_some() && plan.weak_condition {
             weaken_etag(response.headers_mut());
         }
         return response;
     }
-    if !eligible(&response, &plan.settings) {
+    if !eligible(&response, &plan.settings, plan.head) {
         return response;
     }
     add_vary(response.headers_mut());
