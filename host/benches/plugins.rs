@@ -21,7 +21,9 @@ use switchyard::plugins::{
     AlertPlugin, EngineSlot, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginSet,
     PluginSnapshot,
 };
-use switchyard::telemetry::{BackendStats, Snapshot, WindowStats};
+use switchyard::telemetry::{
+    BackendStats, QueueClass, QueueStats, Snapshot, Trend, TrendDirection, TrendSeries, WindowStats,
+};
 
 fn wasm(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,6 +87,44 @@ fn realistic_snapshot() -> Snapshot {
             })
             .collect(),
         firing_alerts: vec!["thresholds/high-response-time".into()],
+        queue: QueueStats {
+            depth: 40,
+            capacity: 1024,
+            window_ms: 10_000,
+            admitted: 30_000,
+            timeouts: 12,
+            wait_mean_us: 2_000,
+            wait_p50_us: 1_500,
+            wait_p99_us: 9_000,
+            classes: (0..8)
+                .rev()
+                .map(|priority| QueueClass {
+                    priority,
+                    depth: 5,
+                    admitted: 3_750,
+                    timeouts: 1,
+                    wait_p50_us: 1_500,
+                    wait_p99_us: 9_000,
+                })
+                .collect(),
+        },
+        trends: [TrendSeries::Rps, TrendSeries::ErrorRate, TrendSeries::P99]
+            .into_iter()
+            .flat_map(|series| {
+                [60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000].map(|ms| Trend {
+                    series,
+                    window_ms: ms,
+                    points: 60,
+                    slope_per_s: 0.5,
+                    mean: 3000.0,
+                    value: 3100.0,
+                    horizon_ms: ms,
+                    predicted: 3200.0,
+                    r_squared: 0.8,
+                    direction: TrendDirection::Increasing,
+                })
+            })
+            .collect(),
     }
 }
 

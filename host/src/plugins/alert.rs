@@ -8,6 +8,8 @@ use wasmtime::component::InstancePre;
 use super::bindings::alert::{Finding, RuleMeta};
 use super::bindings::alert_world::{AlertRule, AlertRulePre};
 use super::bindings::types::{Label, Severity, Snapshot as PluginSnapshot};
+use super::bindings::v0_1::alert_world as v0_1;
+use super::compat::{self, Versioned};
 use super::host_state::HostState;
 use super::plugin::{InitArgs, Kind, Plugin, PluginFailure, at_most};
 use crate::config::PluginKind;
@@ -19,29 +21,45 @@ pub const MAX_FINDINGS: usize = 1000;
 
 impl Kind for AlertKind {
     const KIND: PluginKind = PluginKind::AlertRule;
-    type Pre = AlertRulePre<HostState>;
-    type Bindings = AlertRule;
+    type Pre = Versioned<AlertRulePre<HostState>, v0_1::AlertRulePre<HostState>>;
+    type Bindings = Versioned<AlertRule, v0_1::AlertRule>;
 
     fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        AlertRulePre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<AlertRule> {
-        pre.instantiate(store)
+        Versioned::prepare(pre, AlertRulePre::new, v0_1::AlertRulePre::new)
     }
 
     fn init(
-        b: &AlertRule,
+        b: &Self::Bindings,
         store: &mut Store<HostState>,
         args: &InitArgs<'_>,
     ) -> wasmtime::Result<Result<(), String>> {
-        let api = b.switchyard_plugins_alert();
-        if let Err(reason) = api.call_init(&mut *store, args.config)? {
+        let init = match b {
+            Versioned::Current(b) => b
+                .switchyard_plugins_alert()
+                .call_init(&mut *store, args.config)?,
+            Versioned::V0_1(b) => b
+                .switchyard_plugins_alert()
+                .call_init(&mut *store, args.config)?,
+        };
+        if let Err(reason) = init {
             return Ok(Err(reason));
         }
         // Self-check: a rule must be able to describe itself.
-        api.call_describe(&mut *store)?;
+        describe(store, b)?;
         Ok(Ok(()))
+    }
+}
+
+fn describe(
+    store: &mut Store<HostState>,
+    b: &<AlertKind as Kind>::Bindings,
+) -> wasmtime::Result<RuleMeta> {
+    match b {
+        Versioned::Current(b) => b.switchyard_plugins_alert().call_describe(store),
+        Versioned::V0_1(b) => b
+            .switchyard_plugins_alert()
+            .call_describe(store)
+            .map(compat::rule_meta),
     }
 }
 
@@ -51,17 +69,22 @@ impl Plugin<AlertKind> {
     /// The rule's metadata. Runs before every evaluation; its success does
     /// not clear earlier failures of `evaluate`.
     pub fn describe(&self) -> Result<RuleMeta, PluginFailure> {
-        self.call_beside(
-            |store, b| b.switchyard_plugins_alert().call_describe(store),
-            |_| Ok(()),
-        )
+        self.call_beside(describe, |_| Ok(()))
     }
 
     /// One evaluation. Convert the snapshot once per round with
     /// `PluginSnapshot::from(&snapshot)` and hand it to every rule.
     pub fn evaluate(&self, snapshot: &PluginSnapshot) -> Result<Vec<Finding>, PluginFailure> {
         self.call(
-            |store, b| b.switchyard_plugins_alert().call_evaluate(store, snapshot),
+            |store, b| match b {
+                Versioned::Current(b) => {
+                    b.switchyard_plugins_alert().call_evaluate(store, snapshot)
+                }
+                Versioned::V0_1(b) => b
+                    .switchyard_plugins_alert()
+                    .call_evaluate(store, &compat::snapshot(snapshot))
+                    .map(|f| f.into_iter().map(compat::finding).collect()),
+            },
             |findings: &Vec<Finding>| {
                 at_most("findings", findings.len(), MAX_FINDINGS)?;
                 let bytes: usize = findings.iter().map(|f| f.key.len() + f.summary.len()).sum();

@@ -8,7 +8,11 @@ use wasmtime::component::Component;
 use crate::config::PluginKind;
 
 pub const PACKAGE: &str = "switchyard:plugins";
-pub const VERSION: &str = "0.1.0";
+/// The contract version new plugins are built against.
+pub const VERSION: &str = "0.2.0";
+/// Every version the host loads: the current one, then older ones whose
+/// values it converts.
+pub const SUPPORTED: [&str; 2] = [VERSION, "0.1.0"];
 
 /// The interface a kind's world exports.
 pub fn interface(kind: PluginKind) -> &'static str {
@@ -51,7 +55,7 @@ pub fn detect(engine: &Engine, component: &Component) -> Result<PluginKind, Stri
         if let Some((iface, version)) = parse_export(name)
             && let Some(kind) = kind_of_interface(iface)
         {
-            if version == Some(VERSION) {
+            if version.is_some_and(|v| SUPPORTED.contains(&v)) {
                 return Ok(kind);
             }
             return Err(version_mismatch(kind, name, version));
@@ -69,8 +73,9 @@ pub fn detect(engine: &Engine, component: &Component) -> Result<PluginKind, Stri
 fn version_mismatch(kind: PluginKind, found: &str, version: Option<&str>) -> String {
     format!(
         "built for another contract version: exports {found} (world {kind} of {PACKAGE}@{}), \
-         but this Switchyard implements {PACKAGE}@{VERSION} and expects {}",
+         but this Switchyard implements {PACKAGE}@{VERSION} (and loads {}) and expects {}",
         version.unwrap_or("unversioned"),
+        SUPPORTED[1..].join(", "),
         export_name(kind)
     )
 }
@@ -105,7 +110,7 @@ pub fn explain_link_error(
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         if let Some((_, Some(version))) = parse_export(name)
-            && version != VERSION
+            && !SUPPORTED.contains(&version)
         {
             return format!(
                 "imports {name}, but this Switchyard provides {PACKAGE}@{VERSION}: rebuild the plugin against this version's SDK"

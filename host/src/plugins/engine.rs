@@ -126,6 +126,8 @@ impl PluginEngine {
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
         bindings::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e:#}"))?;
+        bindings::v0_1::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("cannot link the 0.1.0 host interface: {e:#}"))?;
 
         let ticker = Arc::new(Ticker::default());
         let (ticking, shared) = (engine.clone(), ticker.clone());

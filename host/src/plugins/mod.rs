@@ -11,6 +11,7 @@
 pub mod alert;
 pub mod bindings;
 mod cache;
+mod compat;
 pub mod contract;
 mod engine;
 pub mod generator;

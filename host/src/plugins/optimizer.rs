@@ -7,6 +7,8 @@ use wasmtime::component::InstancePre;
 use super::bindings::optimize::Decision;
 use super::bindings::optimizer_world::{Optimizer, OptimizerPre};
 use super::bindings::types::Snapshot as PluginSnapshot;
+use super::bindings::v0_1::optimizer_world as v0_1;
+use super::compat::{self, Versioned};
 use super::host_state::HostState;
 use super::plugin::{InitArgs, Kind, Plugin, PluginFailure, at_most};
 use crate::config::PluginKind;
@@ -15,24 +17,26 @@ pub struct OptimizerKind;
 
 impl Kind for OptimizerKind {
     const KIND: PluginKind = PluginKind::Optimizer;
-    type Pre = OptimizerPre<HostState>;
-    type Bindings = Optimizer;
+    type Pre = Versioned<OptimizerPre<HostState>, v0_1::OptimizerPre<HostState>>;
+    type Bindings = Versioned<Optimizer, v0_1::Optimizer>;
 
     fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        OptimizerPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Optimizer> {
-        pre.instantiate(store)
+        Versioned::prepare(pre, OptimizerPre::new, v0_1::OptimizerPre::new)
     }
 
     fn init(
-        b: &Optimizer,
+        b: &Self::Bindings,
         store: &mut Store<HostState>,
         args: &InitArgs<'_>,
     ) -> wasmtime::Result<Result<(), String>> {
-        b.switchyard_plugins_optimize()
-            .call_init(store, args.config)
+        match b {
+            Versioned::Current(b) => b
+                .switchyard_plugins_optimize()
+                .call_init(store, args.config),
+            Versioned::V0_1(b) => b
+                .switchyard_plugins_optimize()
+                .call_init(store, args.config),
+        }
     }
 }
 
@@ -47,9 +51,14 @@ impl Plugin<OptimizerKind> {
         state: &[u8],
     ) -> Result<Decision, PluginFailure> {
         self.call(
-            |store, b| {
-                b.switchyard_plugins_optimize()
-                    .call_decide(store, snapshot, state)
+            |store, b| match b {
+                Versioned::Current(b) => b
+                    .switchyard_plugins_optimize()
+                    .call_decide(store, snapshot, state),
+                Versioned::V0_1(b) => b
+                    .switchyard_plugins_optimize()
+                    .call_decide(store, &compat::snapshot(snapshot), state)
+                    .map(compat::decision),
             },
             |d: &Decision| {
                 at_most("adjustments", d.adjustments.len(), 10_000)?;

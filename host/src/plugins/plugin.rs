@@ -22,6 +22,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::cache::CacheOutcome;
+use super::compat::Instantiate;
 use super::engine::PluginEngine;
 use super::host_state::HostState;
 use crate::clock;
@@ -30,13 +31,15 @@ use crate::config::{PluginKind, PluginLimits, PluginRuntimeSection, PluginSectio
 /// What differs between the three kinds of plugin.
 pub trait Kind: Sized + Send + Sync + 'static {
     const KIND: PluginKind;
-    type Pre: Send + Sync;
+    type Pre: Instantiate<Bindings = Self::Bindings> + Send + Sync;
     type Bindings: Send;
     fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(
         pre: &Self::Pre,
         store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings>;
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate_in(store)
+    }
     /// Runs the plugin's `init` (and any self-check). `Ok(Err(reason))`
     /// means the plugin refused its config.
     fn init(

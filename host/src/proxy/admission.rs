@@ -37,9 +37,16 @@ use tower::Service;
 
 use super::error::ProxyError;
 use super::{Exchange, ProxyBody};
+use crate::telemetry::windows::Totals;
+use crate::telemetry::{QueueClass, QueueStats, Series};
 
 /// Priority classes: 0 (lowest) to 7.
 pub const CLASSES: usize = 8;
+
+/// Seconds of recent waits kept per class for the snapshot: the queue's
+/// window is the current window, at most 15 s.
+const RECENT_SECONDS: usize = 16;
+const RECENT_MAX_MS: u32 = 15_000;
 
 /// The queue's settings (`[admission]`), replaced on reload.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +93,8 @@ struct ClassFigures {
     depth_gauge: Gauge,
     wait: Histogram,
     timeouts_counter: Counter,
+    /// Recent waits, for the snapshot (timeouts count as failures).
+    recent: Series,
 }
 
 impl ClassFigures {
@@ -98,6 +107,21 @@ impl ClassFigures {
             depth_gauge: metrics::gauge!("switchyard_admission_queue_depth", "class" => class.clone()),
             wait: metrics::histogram!("switchyard_admission_queue_wait_seconds", "class" => class.clone()),
             timeouts_counter: metrics::counter!("switchyard_admission_queue_timeouts_total", "class" => class),
+            recent: Series::new(RECENT_SECONDS),
+        }
+    }
+
+    /// A wait that ended: let in, or timed out.
+    fn waited(&self, waited: Duration, timed_out: bool) {
+        self.wait.record(waited.as_secs_f64());
+        self.recent.record(
+            crate::clock::now_ms(),
+            Some(waited.as_micros() as u64),
+            timed_out,
+        );
+        if timed_out {
+            self.timeouts.fetch_add(1, Relaxed);
+            self.timeouts_counter.increment(1);
         }
     }
 
@@ -231,6 +255,46 @@ impl Admission {
                 timeouts: c.timeouts.load(Relaxed),
             })
             .collect()
+    }
+
+    /// The queue as plugins see it: depths now, waits over the last
+    /// `window_ms` (at most 15 s).
+    pub fn queue_stats(&self, now_ms: u64, window_ms: u32) -> QueueStats {
+        let window_ms = window_ms.clamp(1000, RECENT_MAX_MS);
+        let now_s = now_ms / 1000;
+        let span = u64::from(window_ms).div_ceil(1000);
+        let from = now_s + 1 - span.min(now_s + 1);
+        let mut all = Totals::default();
+        let mut classes = Vec::new();
+        for (priority, figures) in self.classes.iter().enumerate().rev() {
+            let totals = figures.recent.totals(from, now_s + 1);
+            let depth = figures.depth.load(Relaxed);
+            if depth == 0 && totals.requests == 0 {
+                continue;
+            }
+            let waits = totals.stats(window_ms, u64::from(window_ms));
+            classes.push(QueueClass {
+                priority: priority as u8,
+                depth,
+                admitted: totals.requests - totals.errors,
+                timeouts: totals.errors,
+                wait_p50_us: waits.p50_us,
+                wait_p99_us: waits.p99_us,
+            });
+            all.add(&totals);
+        }
+        let waits = all.stats(window_ms, u64::from(window_ms));
+        QueueStats {
+            depth: self.queued(),
+            capacity: self.settings.load().size,
+            window_ms,
+            admitted: all.requests - all.errors,
+            timeouts: all.errors,
+            wait_mean_us: waits.mean_us,
+            wait_p50_us: waits.p50_us,
+            wait_p99_us: waits.p99_us,
+            classes,
+        }
     }
 
     /// One more in flight, if that stays within the limit.
@@ -464,7 +528,7 @@ where
                     match tokio::time::timeout(timeout, rx).await {
                         Ok(Ok(place)) => {
                             let waited = start.elapsed();
-                            figures.wait.record(waited.as_secs_f64());
+                            figures.waited(waited, false);
                             let mut response = WhileAdmitted {
                                 inner: inner.call(ex),
                                 place,
@@ -479,9 +543,7 @@ where
                             Err(ProxyError::Overloaded)
                         }
                         Err(_) => {
-                            figures.wait.record(start.elapsed().as_secs_f64());
-                            figures.timeouts.fetch_add(1, Relaxed);
-                            figures.timeouts_counter.increment(1);
+                            figures.waited(start.elapsed(), true);
                             Err(ProxyError::QueueTimeout { waited: timeout })
                         }
                     }

@@ -82,6 +82,8 @@ impl Server {
             memory_limit_bytes: ProcessStats::memory_limit_bytes(),
             backends,
             firing_alerts: self.alerts.firing_names(),
+            queue: state.admission.queue_stats(now, current_ms),
+            trends: windows.trends(now),
         }
     }
 }

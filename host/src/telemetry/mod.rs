@@ -10,11 +10,14 @@ pub mod export;
 mod process;
 mod prometheus;
 mod snapshot;
-mod windows;
+pub mod trend;
+pub mod windows;
 
 pub use process::{ProcessStats, exposition as process_exposition};
 pub use prometheus::{PrometheusExport, install};
-pub use snapshot::{BackendStats, Snapshot, WindowStats};
+pub use snapshot::{
+    BackendStats, QueueClass, QueueStats, Snapshot, Trend, TrendDirection, TrendSeries, WindowStats,
+};
 pub use windows::{Series, Windows};
 
 use metrics::{Counter, Histogram};

@@ -51,4 +51,69 @@ pub struct Snapshot {
     pub memory_limit_bytes: u64,
     pub backends: Vec<BackendStats>,
     pub firing_alerts: Vec<String>,
+    pub queue: QueueStats,
+    pub trends: Vec<Trend>,
+}
+
+/// One priority class of the admission queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueClass {
+    pub priority: u8,
+    pub depth: u32,
+    pub admitted: u64,
+    pub timeouts: u64,
+    pub wait_p50_us: u64,
+    pub wait_p99_us: u64,
+}
+
+/// The admission queue: depth now, and waits over a short window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueStats {
+    pub depth: u32,
+    pub capacity: u32,
+    pub window_ms: u32,
+    pub admitted: u64,
+    pub timeouts: u64,
+    pub wait_mean_us: u64,
+    pub wait_p50_us: u64,
+    pub wait_p99_us: u64,
+    /// Highest class first; idle classes left out.
+    pub classes: Vec<QueueClass>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrendSeries {
+    #[default]
+    Rps,
+    ErrorRate,
+    P99,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrendDirection {
+    Increasing,
+    Decreasing,
+    #[default]
+    Stable,
+    Volatile,
+}
+
+/// A least-squares line through one series over one window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trend {
+    pub series: TrendSeries,
+    pub window_ms: u32,
+    pub points: u32,
+    pub slope_per_s: f64,
+    pub mean: f64,
+    pub value: f64,
+    pub horizon_ms: u32,
+    pub predicted: f64,
+    pub r_squared: f64,
+    pub direction: TrendDirection,
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use hdrhistogram::Histogram;
 
-use super::snapshot::WindowStats;
+use super::snapshot::{Trend, WindowStats};
+use super::trend::{Sample, WINDOWS_MS, trends};
 
 /// Latencies below this many microseconds get a bin each.
 const LINEAR: u64 = 32;
@@ -112,7 +113,7 @@ impl Default for Totals {
 }
 
 impl Totals {
-    fn add(&mut self, other: &Totals) {
+    pub fn add(&mut self, other: &Totals) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.hits += other.hits;
@@ -166,6 +167,22 @@ impl Totals {
     }
 }
 
+/// The `q` quantile of a log-linear histogram holding `total` samples.
+fn bins_quantile(bins: impl Iterator<Item = u64>, total: u64, q: f64) -> Option<u64> {
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (bin, n) in bins.enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(bin_value(bin));
+        }
+    }
+    None
+}
+
 /// A ring of one-second slots, written lock-free by the request path.
 pub struct Series {
     slots: Box<[Slot]>,
@@ -212,6 +229,32 @@ impl Series {
         if hit { &slot.hits } else { &slot.misses }.fetch_add(1, Relaxed);
     }
 
+    /// One sample per second in `[from, to)` (seconds the ring no longer
+    /// holds, or that saw nothing, count as empty), placed relative to
+    /// `now_s`.
+    pub fn samples(&self, from: u64, to: u64, now_s: f64) -> Vec<Sample> {
+        let mut out: Vec<Sample> = (from..to)
+            .map(|second| Sample {
+                at_s: second as f64 - now_s,
+                span_s: 1.0,
+                ..Sample::default()
+            })
+            .collect();
+        for slot in self.slots.iter() {
+            let second = slot.second.load(Relaxed);
+            if second < from || second >= to {
+                continue;
+            }
+            let sample = &mut out[(second - from) as usize];
+            sample.requests = slot.requests.load(Relaxed);
+            sample.errors = slot.errors.load(Relaxed);
+            let measured: u64 = slot.latency.iter().map(|b| b.load(Relaxed)).sum();
+            sample.p99_us =
+                bins_quantile(slot.latency.iter().map(|b| b.load(Relaxed)), measured, 0.99);
+        }
+        out
+    }
+
     /// Totals of the seconds in `[from, to)`, as far as the ring holds them.
     pub fn totals(&self, from: u64, to: u64) -> Totals {
         let mut t = Totals::default();
@@ -244,11 +287,15 @@ pub struct Windows {
 struct MinuteLog {
     /// (minute number, totals), oldest first.
     done: VecDeque<(u64, Totals)>,
+    /// One trend sample per minute (24 hours of them), oldest first.
+    points: VecDeque<(u64, Sample)>,
     next: u64,
 }
 
 /// Minute aggregates kept: six hours.
 const MINUTES: usize = 360;
+/// Minute trend samples kept: a day.
+const POINTS: usize = 1440;
 
 impl Windows {
     pub fn new(now_ms: u64) -> Self {
@@ -256,6 +303,7 @@ impl Windows {
             seconds: Series::new(150),
             minutes: Mutex::new(MinuteLog {
                 done: VecDeque::new(),
+                points: VecDeque::new(),
                 next: now_ms / 60_000,
             }),
             started_ms: now_ms,
@@ -277,6 +325,24 @@ impl Windows {
         while log.next < current {
             let m = log.next;
             let totals = self.seconds.totals(m * 60, (m + 1) * 60);
+            // The minute the process started in was not watched whole.
+            if m * 60_000 >= self.started_ms {
+                let sample = Sample {
+                    at_s: 0.0,
+                    span_s: 60.0,
+                    requests: totals.requests,
+                    errors: totals.errors,
+                    p99_us: bins_quantile(
+                        totals.latency.iter().copied(),
+                        totals.latency.iter().sum(),
+                        0.99,
+                    ),
+                };
+                log.points.push_back((m, sample));
+                if log.points.len() > POINTS {
+                    log.points.pop_front();
+                }
+            }
             log.done.push_back((m, totals));
             if log.done.len() > MINUTES {
                 log.done.pop_front();
@@ -315,9 +381,50 @@ impl Windows {
     }
 }
 
+impl Windows {
+    /// Every trend window's three trends. The 60 s window uses the
+    /// seconds before the current one; longer ones the minutes before the
+    /// current one.
+    pub fn trends(&self, now_ms: u64) -> Vec<Trend> {
+        self.fold(now_ms);
+        let now_s = now_ms as f64 / 1000.0;
+        let second = now_ms / 1000;
+        let started = self.started_ms.div_ceil(1000);
+        let minute = now_ms / 60_000;
+        let log = self.minutes.lock().ok();
+        WINDOWS_MS
+            .iter()
+            .flat_map(|&window_ms| {
+                let samples = if window_ms <= 60_000 {
+                    let from = second
+                        .saturating_sub(u64::from(window_ms) / 1000)
+                        .max(started);
+                    self.seconds.samples(from.min(second), second, now_s)
+                } else {
+                    let span = u64::from(window_ms) / 60_000;
+                    log.as_ref()
+                        .map(|log| {
+                            log.points
+                                .iter()
+                                .filter(|(m, _)| m + span >= minute && *m < minute)
+                                .map(|&(m, s)| Sample {
+                                    at_s: (m * 60) as f64 - now_s,
+                                    ..s
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                trends(window_ms, &samples)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::{TrendDirection, TrendSeries};
 
     #[test]
     fn bins_are_monotonic_and_close() {
@@ -353,5 +460,41 @@ mod tests {
         assert_eq!(old.requests, 0, "seconds older than the window are out");
         let long = w.window(1_030_000, 300_000);
         assert_eq!(long.requests, 100, "the 5-minute window still holds them");
+    }
+
+    #[test]
+    fn trends_follow_a_rising_latency_and_a_flat_rate() {
+        let start = 6_000_000;
+        let w = Windows::new(start);
+        // 40 s, 10 requests a second, p99 rising 1 ms a second from 10 ms.
+        for s in 0..40u64 {
+            for _ in 0..10 {
+                w.seconds
+                    .record(start + s * 1000 + 500, Some(10_000 + s * 1000), false);
+            }
+        }
+        let trends = w.trends(start + 40_000);
+        assert_eq!(trends.len(), 18, "six windows, three series");
+        let minute = |series| {
+            trends
+                .iter()
+                .find(|t| t.window_ms == 60_000 && t.series == series)
+                .cloned()
+                .expect("the 60 s trends")
+        };
+        let p99 = minute(TrendSeries::P99);
+        assert_eq!(p99.points, 40);
+        assert_eq!(p99.direction, TrendDirection::Increasing, "{p99:?}");
+        assert!((800.0..1200.0).contains(&p99.slope_per_s), "{p99:?}");
+        let rps = minute(TrendSeries::Rps);
+        assert_eq!(rps.direction, TrendDirection::Stable, "{rps:?}");
+        assert!((rps.mean - 10.0).abs() < 1e-9);
+        let errors = minute(TrendSeries::ErrorRate);
+        assert_eq!(
+            (errors.mean, errors.direction),
+            (0.0, TrendDirection::Stable)
+        );
+        let day = trends.iter().find(|t| t.window_ms == 86_400_000).cloned();
+        assert_eq!(day.map(|t| t.points), Some(0), "no whole minute yet");
     }
 }

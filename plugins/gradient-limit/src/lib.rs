@@ -6,12 +6,25 @@
 //! the baseline the gradient is 1 and the limit grows by a queue allowance
 //! of √limit; when latency rises the gradient falls towards 0.5 and the limit
 //! shrinks with it. The limit only grows while the proxy actually uses at
-//! least half of it, so a quiet period does not inflate it. The result is
-//! smoothed and kept within `min_limit..=max_limit`; the host clamps again.
+//! least half of it (waiters in the admission queue count as use), so a
+//! quiet period does not inflate it. The result is smoothed and kept within
+//! `min_limit..=max_limit`; the host clamps again.
+//!
+//! Queueing delay (contract 0.2.0): the latency the proxy measures leaves
+//! out the time a request waited in the admission queue, so a limit that is
+//! too low shows as queue wait, not as a slower backend. While the backend
+//! is at its baseline (gradient 1) and requests wait in the queue longer
+//! than `queue_tolerance` × the service latency, the limit is what holds
+//! them back: the growth allowance is multiplied by how many service times
+//! they wait (up to 4×), so the limit catches up with demand in a few
+//! decisions instead of creeping by √limit. When latency rises the queue
+//! changes nothing: the backend is the bottleneck and the queue is the
+//! right place for the excess.
 //!
 //! Config (JSON), with defaults:
 //! `{"initial_limit": 100, "min_limit": 4, "max_limit": 1000, "smoothing": 0.3,
-//!   "tolerance": 1.5, "long_window": 30, "min_requests": 20}`.
+//!   "tolerance": 1.5, "long_window": 30, "min_requests": 20,
+//!   "queue_tolerance": 1.0}`.
 
 use serde::{Deserialize, Serialize};
 use switchyard_sdk::{Adjustment, Decision, Optimizer, Snapshot};
@@ -30,6 +43,9 @@ struct Config {
     long_window: u32,
     /// Requests a window needs before it is judged.
     min_requests: u64,
+    /// Queue wait (p99), in service times (p50), above which the limit,
+    /// not the backend, is taken to hold requests back.
+    queue_tolerance: f64,
 }
 
 impl Default for Config {
@@ -42,6 +58,7 @@ impl Default for Config {
             tolerance: 1.5,
             long_window: 30,
             min_requests: 20,
+            queue_tolerance: 1.0,
         }
     }
 }
@@ -113,7 +130,7 @@ impl Optimizer for GradientLimit {
             }
         }
         let gradient = (c.tolerance * st.long_us / short).clamp(0.5, 1.0);
-        let in_flight = f64::from(s.in_flight);
+        let in_flight = f64::from(s.in_flight + s.queue.depth);
         if gradient >= 1.0 && in_flight < current / 2.0 {
             st.limit = current;
             return keep(
@@ -123,7 +140,17 @@ impl Optimizer for GradientLimit {
                 ),
             );
         }
-        let queue = current.sqrt();
+        // Waits in service times: how far the limit lags behind demand.
+        let waits = s.queue.wait_p99_us as f64 / short;
+        let boost = if gradient >= 1.0
+            && s.queue.admitted + s.queue.timeouts > 0
+            && waits > c.queue_tolerance
+        {
+            waits.clamp(1.0, 4.0)
+        } else {
+            1.0
+        };
+        let queue = current.sqrt() * boost;
         let target = current * gradient + queue;
         let next = (current * (1.0 - c.smoothing) + target * c.smoothing)
             .clamp(f64::from(c.min_limit), f64::from(c.max_limit));
@@ -132,9 +159,15 @@ impl Optimizer for GradientLimit {
         Decision {
             adjustments: vec![Adjustment::ConcurrencyLimit(rounded)],
             reason: format!(
-                "p50 {:.1} ms vs baseline {:.1} ms, gradient {gradient:.2}: limit {current:.0} -> {rounded}",
+                "p50 {:.1} ms vs baseline {:.1} ms, gradient {gradient:.2}, queue wait p99 {:.1} ms{}: limit {current:.0} -> {rounded}",
                 short / 1000.0,
-                st.long_us / 1000.0
+                st.long_us / 1000.0,
+                s.queue.wait_p99_us as f64 / 1000.0,
+                if boost > 1.0 {
+                    format!(" (growth ×{boost:.1}: the limit holds requests back)")
+                } else {
+                    String::new()
+                }
             ),
             state: serde_json::to_vec(&st).unwrap_or_default(),
         }

@@ -117,8 +117,8 @@ pub mod bindings {
             export_macro_name: "export_alert_rule_world",
             default_bindings_module: "switchyard_sdk::bindings::alert",
             with: {
-                "switchyard:plugins/types@0.1.0": crate::bindings::optimizer::switchyard::plugins::types,
-                "switchyard:plugins/host@0.1.0": crate::bindings::optimizer::switchyard::plugins::host,
+                "switchyard:plugins/types@0.2.0": crate::bindings::optimizer::switchyard::plugins::types,
+                "switchyard:plugins/host@0.2.0": crate::bindings::optimizer::switchyard::plugins::host,
             },
         });
     }
@@ -130,7 +130,7 @@ pub mod bindings {
             export_macro_name: "export_generator_world",
             default_bindings_module: "switchyard_sdk::bindings::generator",
             with: {
-                "switchyard:plugins/host@0.1.0": crate::bindings::optimizer::switchyard::plugins::host,
+                "switchyard:plugins/host@0.2.0": crate::bindings::optimizer::switchyard::plugins::host,
             },
         });
     }
@@ -147,7 +147,8 @@ pub use bindings::optimizer::exports::switchyard::plugins::optimize::{
     Adjustment, Decision, WeightChange,
 };
 pub use bindings::optimizer::switchyard::plugins::types::{
-    BackendStats, Label, Severity, Snapshot, WindowStats,
+    BackendStats, Label, QueueClass, QueueStats, Severity, Snapshot, Trend, TrendDirection,
+    TrendSeries, WindowStats,
 };
 pub use rng::Rng;
 pub use snapshot::SnapshotExt;

@@ -1,6 +1,6 @@
 //! Conveniences on the snapshot types.
 
-use crate::{Snapshot, WindowStats};
+use crate::{Snapshot, Trend, TrendSeries, WindowStats};
 
 pub trait SnapshotExt {
     /// Errors / requests; 0 when there were no requests.
@@ -28,5 +28,22 @@ impl Snapshot {
             .chain(self.windows.iter())
             .min_by_key(|w| w.window_ms.abs_diff(ms))
             .unwrap_or(&self.current)
+    }
+
+    /// The trend of `series` over the trend window closest in length to
+    /// `window_ms`; `None` only in a snapshot without trends.
+    pub fn trend(&self, series: TrendSeries, window_ms: u32) -> Option<&Trend> {
+        self.trends
+            .iter()
+            .filter(|t| t.series == series)
+            .min_by_key(|t| t.window_ms.abs_diff(window_ms))
+    }
+}
+
+impl Trend {
+    /// The line's value `ahead_ms` from now (not below 0), as Prometheus's
+    /// `predict_linear` would give it.
+    pub fn at(&self, ahead_ms: u32) -> f64 {
+        (self.value + self.slope_per_s * f64::from(ahead_ms) / 1000.0).max(0.0)
     }
 }

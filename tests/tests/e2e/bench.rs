@@ -305,7 +305,7 @@ async fn bad_input_is_one_line_exit_2_and_no_load() {
         (
             target.clone(),
             vec!["--plugin", &rule],
-            "wrong kind: configured as kind = \"operation-generator\" (expects export switchyard:plugins/generate@0.1.0), but this is an alert-rule plugin".into(),
+            "wrong kind: configured as kind = \"operation-generator\" (expects export switchyard:plugins/generate@0.2.0), but this is an alert-rule plugin".into(),
         ),
         (
             target.clone(),

@@ -14,7 +14,7 @@ use switchyard::plugins::{
     AlertPlugin, FailureCause, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginSnapshot,
     Reloaded,
 };
-use switchyard::telemetry::{BackendStats, Snapshot, WindowStats};
+use switchyard::telemetry::{BackendStats, QueueStats, Snapshot, Trend, TrendSeries, WindowStats};
 
 use crate::support::{replace_file, wasm};
 
@@ -45,6 +45,19 @@ fn window(ms: u32, requests: u64, errors: u64) -> WindowStats {
         rps: requests as f64 / (f64::from(ms) / 1000.0),
         ..WindowStats::default()
     }
+}
+
+/// A proxy using all of its concurrency limit, at a steady 500 rps with
+/// the given p50.
+fn saturated(limit: u32, p50_ms: u64) -> Snapshot {
+    let mut s = Snapshot {
+        concurrency_limit: limit,
+        in_flight: limit,
+        ..Snapshot::default()
+    };
+    s.current = window(10_000, 5000, 0);
+    s.current.p50_us = p50_ms * 1000;
+    s
 }
 
 fn alert(name: &str, config: &str) -> AlertPlugin {
@@ -183,13 +196,7 @@ fn gradient_limit_grows_under_steady_latency_and_falls_when_it_rises() {
     let mut state = Vec::new();
     let mut limit = 50u32;
     let step = |p50_ms: u64, limit: u32, state: &mut Vec<u8>| {
-        let mut s = Snapshot {
-            concurrency_limit: limit,
-            in_flight: limit,
-            ..Snapshot::default()
-        };
-        s.current = window(10_000, 5000, 0);
-        s.current.p50_us = p50_ms * 1000;
+        let s = saturated(limit, p50_ms);
         let d = opt.decide(&PluginSnapshot::from(&s), state).unwrap();
         *state = d.state.clone();
         (limit_of(&d.adjustments).unwrap_or(limit), d.reason)
@@ -220,6 +227,74 @@ fn gradient_limit_grows_under_steady_latency_and_falls_when_it_rises() {
         "the limit fell from {before} to {limit}"
     );
     assert!(limit >= 4, "never below min_limit");
+}
+
+#[test]
+fn gradient_limit_grows_faster_while_the_queue_holds_requests_back() {
+    let opt = optimizer(
+        "gradient-limit",
+        &wasm("gradient_limit"),
+        r#"{"initial_limit": 50, "max_limit": 1000}"#,
+    );
+    // Ten decisions at a steady 5 ms p50, with or without requests waiting
+    // 20 ms (p99) in the admission queue.
+    let run = |wait_ms: u64, p50_ms: u64| {
+        let (mut state, mut limit) = (Vec::new(), 50u32);
+        let mut reasons = Vec::new();
+        for _ in 0..10 {
+            let mut s = saturated(limit, p50_ms);
+            if wait_ms > 0 {
+                s.queue = QueueStats {
+                    depth: 40,
+                    capacity: 1024,
+                    admitted: 2000,
+                    wait_p50_us: wait_ms * 500,
+                    wait_p99_us: wait_ms * 1000,
+                    ..QueueStats::default()
+                };
+            }
+            let d = opt.decide(&PluginSnapshot::from(&s), &state).unwrap();
+            state = d.state.clone();
+            limit = limit_of(&d.adjustments).unwrap_or(limit);
+            reasons.push(d.reason);
+        }
+        (limit, reasons)
+    };
+    let (plain, _) = run(0, 5);
+    let (queued, reasons) = run(20, 5);
+    assert!(
+        queued > plain + plain / 4,
+        "a queue waiting 4 service times grows the limit faster: {queued} vs {plain}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("queue wait p99 20.0 ms")
+                && r.contains("the limit holds requests back")),
+        "{reasons:?}"
+    );
+    // A short wait (below one service time) changes nothing.
+    assert_eq!(run(4, 5).0, plain);
+    // Rising latency with a queue: the backend is the bottleneck, the
+    // limit does not grow whatever the queue.
+    let (mut state, limit) = (Vec::new(), 200u32);
+    for p50_ms in [5, 5, 5, 40, 60, 80] {
+        let s = Snapshot {
+            queue: QueueStats {
+                depth: 100,
+                admitted: 5000,
+                wait_p99_us: 500_000,
+                ..QueueStats::default()
+            },
+            ..saturated(limit, p50_ms)
+        };
+        let d = opt.decide(&PluginSnapshot::from(&s), &state).unwrap();
+        state = d.state.clone();
+        if p50_ms >= 40 {
+            let next = limit_of(&d.adjustments).unwrap_or(limit);
+            assert!(next < limit, "{p50_ms} ms: {}", d.reason);
+        }
+    }
 }
 
 #[test]
@@ -413,18 +488,20 @@ fn hostile_plugins_are_rejected_at_load_with_a_reason() {
     let wrong = load("x", PluginKind::Optimizer, &wasm("thresholds"), "");
     assert_eq!(
         wrong,
-        "wrong kind: configured as kind = \"optimizer\" (expects export switchyard:plugins/optimize@0.1.0), \
-         but this is an alert-rule plugin (exports switchyard:plugins/alert@0.1.0)"
+        "wrong kind: configured as kind = \"optimizer\" (expects export switchyard:plugins/optimize@0.2.0), \
+         but this is an alert-rule plugin (exports switchyard:plugins/alert@0.2.0)"
     );
     let future = load("x", PluginKind::AlertRule, &wasm("test_future_version"), "");
     assert!(
         future.starts_with(
-            "built for another contract version: exports switchyard:plugins/alert@0.2.0"
+            "built for another contract version: exports switchyard:plugins/alert@0.3.0"
         ),
         "{future}"
     );
     assert!(
-        future.ends_with("expects switchyard:plugins/alert@0.1.0"),
+        future.ends_with(
+            "implements switchyard:plugins@0.2.0 (and loads 0.1.0) and expects switchyard:plugins/alert@0.2.0"
+        ),
         "{future}"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -608,4 +685,76 @@ fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
             .is_ok()
     );
     assert!(load().view().compiled_from_cache, "and was rewritten");
+}
+
+#[test]
+fn trend_fires_on_a_trusted_prediction_past_its_threshold() {
+    let rule = alert(
+        "trend",
+        r#"{"predictions": [
+            {"name": "slow", "series": "p99", "window_ms": 60000, "above": 600},
+            {"name": "draining", "series": "rps", "window_ms": 300000, "below": 10, "horizon_ms": 60000}
+        ]}"#,
+    );
+    // p99 at 100 ms and rising 10 ms a second: 700 ms in a minute.
+    let line = |series, window_ms, value: f64, slope: f64, r_squared| Trend {
+        series,
+        window_ms,
+        points: 30,
+        value,
+        slope_per_s: slope,
+        horizon_ms: window_ms,
+        r_squared,
+        ..Trend::default()
+    };
+    let evaluate = |p99_r2: f64, rps_slope: f64| {
+        let s = Snapshot {
+            trends: vec![
+                line(TrendSeries::P99, 60_000, 100_000.0, 10_000.0, p99_r2),
+                line(TrendSeries::P99, 300_000, 100_000.0, 0.0, 1.0),
+                line(TrendSeries::Rps, 300_000, 100.0, rps_slope, 0.9),
+            ],
+            ..Snapshot::default()
+        };
+        rule.evaluate(&PluginSnapshot::from(&s)).unwrap()
+    };
+    let findings = evaluate(0.95, -2.0);
+    let slow = findings.iter().find(|f| f.key == "slow").unwrap();
+    assert!(slow.active, "{slow:?}");
+    assert!((slow.value - 700.0).abs() < 1e-6, "{slow:?}");
+    assert_eq!(
+        slow.summary,
+        "p99 heading for 700.000 ms in 1m (now 100.000 ms, +10.000 ms per s, \
+         R² 0.95 over 30 points of the 1m window); threshold 600 ms"
+    );
+    // 100 rps falling 2 a second is 0 within a minute: below 10.
+    assert!(
+        findings
+            .iter()
+            .find(|f| f.key == "draining")
+            .unwrap()
+            .active
+    );
+    // A scattered line predicts nothing; a slower fall stays above 10.
+    let findings = evaluate(0.3, -1.0);
+    assert!(findings.iter().all(|f| !f.active), "{findings:?}");
+
+    let engine = engine();
+    for (config, reason) in [
+        (
+            r#"{"predictions": [{"series": "p99", "above": 1, "below": 2}]}"#,
+            "trend: p99: set exactly one of above and below",
+        ),
+        (
+            r#"{"predictions": [{"series": "p95", "above": 1}]}"#,
+            "trend: series \"p95\": expected \"rps\", \"error-rate\" or \"p99\"",
+        ),
+    ] {
+        let s = section("t", PluginKind::AlertRule, &wasm("trend"), config);
+        let e = AlertPlugin::load(&s, Path::new(""), &runtime(), engine.clone())
+            .map(|_| ())
+            .expect_err("must be refused")
+            .to_string();
+        assert!(e.ends_with(reason), "{e}");
+    }
 }

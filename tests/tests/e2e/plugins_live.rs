@@ -8,7 +8,8 @@ use http::Method;
 
 use crate::support::proxy::run_cli;
 use crate::support::{
-    Proxy, TestBackend, backends_toml, config, eventually, get, replace_file, request, wasm,
+    Load, Proxy, TestBackend, backends_toml, config, eventually, get, plugin, replace_file,
+    request, wasm,
 };
 
 fn with_plugin(b: &TestBackend, plugin: &std::path::Path, kind: &str) -> String {
@@ -201,4 +202,157 @@ fn plugin_test_runs_a_plugin_against_a_recorded_input() {
     let (code, _, err) = run_cli(&["plugin", "test", &junk.display().to_string()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_built_for_contract_0_1_0_still_load_and_act() {
+    let b = TestBackend::start("b").await;
+    let proxy = Proxy::start(&format!(
+        "{}[alerts]\ninterval = \"100ms\"\n[optimizer]\ninterval = \"100ms\"\n{}{}",
+        config(&format!("[upstreams.app]\n{}\n", backends_toml(&[&b], &[]))),
+        plugin("old-rule", "alert-rule", "test_v0_1_rule", "\"\""),
+        plugin(
+            "old-optimizer",
+            "optimizer",
+            "test_v0_1_optimizer",
+            "\"77\""
+        )
+    ));
+    for _ in 0..5 {
+        assert_eq!(get(&proxy.url("/x")).await.unwrap().status, 200);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the 0.1.0 optimizer's limit is applied",
+        || async {
+            let v = proxy.admin_json("/admin/snapshot").await;
+            (v["concurrency_limit"] == 77).then_some(())
+        },
+    )
+    .await;
+    let alert = eventually(
+        Duration::from_secs(20),
+        "the 0.1.0 rule, given the 0.1.0 snapshot, fires",
+        || async {
+            let v = proxy.admin_json("/admin/alerts").await;
+            v["active"]
+                .as_array()?
+                .iter()
+                .find(|a| {
+                    a["rule"] == "old-rule" && a["key"] == "requests" && a["state"] == "firing"
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(alert["labels"]["contract"], "0.1.0", "{alert}");
+    assert!(alert["value"].as_f64().unwrap() >= 5.0, "{alert}");
+    let plugins = proxy.admin_json("/admin/plugins").await;
+    for p in plugins.as_array().unwrap() {
+        assert_eq!(p["failures"], 0, "{p}");
+    }
+    // The current contract's snapshot carries what 0.1.0's lacks.
+    let snapshot = proxy.admin_json("/admin/snapshot").await;
+    assert_eq!(
+        snapshot["trends"].as_array().unwrap().len(),
+        18,
+        "{snapshot}"
+    );
+    assert_eq!(snapshot["queue"]["capacity"], 1024, "{snapshot}");
+}
+
+#[test]
+fn plugin_test_runs_a_generator_built_for_contract_0_1_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gen.json");
+    std::fs::write(&input, r#"{"seed": 1, "batches": 2, "batch_size": 3}"#).unwrap();
+    let (code, out, err) = run_cli(&[
+        "plugin",
+        "test",
+        &wasm("test_v0_1_generator").display().to_string(),
+        "--input",
+        &input.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["kind"], "operation-generator");
+    let paths: Vec<&str> = report["output"]["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .map(|op| op["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/v0-1/0", "/v0-1/1", "/v0-1/2", "/v0-1/3", "/v0-1/4", "/v0-1/5"
+        ]
+    );
+}
+
+/// The `trend` rule fires on a steadily rising p99 while every response is
+/// still below the threshold: the line predicts the crossing, as
+/// Prometheus's `predict_linear` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trend_rule_fires_before_a_rising_latency_crosses_its_threshold() {
+    let b = TestBackend::start("b").await;
+    b.set_latency(10);
+    let proxy = Proxy::start(&format!(
+        "{}[alerts]\ninterval = \"100ms\"\n{}",
+        config(&format!("[upstreams.app]\n{}\n", backends_toml(&[&b], &[]))),
+        plugin(
+            "trend",
+            "alert-rule",
+            "trend",
+            r#"'{"predictions": [{"name": "p99-rising", "series": "p99", "window_ms": 60000, "horizon_ms": 60000, "above": 600, "min_points": 8, "severity": "high"}]}'"#
+        )
+    ));
+    let load = Load::start(proxy.url("/slow"), 2);
+    // The backend slows by 10 ms each second: 10 ms, 20 ms, … It would
+    // reach the 600 ms threshold after about a minute.
+    let start = std::time::Instant::now();
+    let mut slowest = 10;
+    let alert = eventually(
+        Duration::from_secs(50),
+        "the trend rule predicts the crossing",
+        || {
+            slowest = (10 + start.elapsed().as_millis() as u64 / 100).min(1000);
+            b.set_latency(slowest);
+            let proxy = &proxy;
+            async move {
+                let v = proxy.admin_json("/admin/alerts").await;
+                v["active"]
+                    .as_array()?
+                    .iter()
+                    .find(|a| a["rule"] == "trend" && a["state"] == "firing")
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    let log = load.stop().await;
+    assert!(
+        slowest < 600,
+        "the backend was already at {slowest} ms when the alert fired: {alert}"
+    );
+    assert!(log.iter().all(|(_, _, status)| *status == 200));
+    assert_eq!(alert["key"], "p99-rising", "{alert}");
+    assert_eq!(alert["severity"], "high", "{alert}");
+    assert_eq!(alert["labels"]["series"], "p99", "{alert}");
+    assert_eq!(alert["labels"]["window"], "1m", "{alert}");
+    assert!(alert["value"].as_f64().unwrap() >= 600.0, "{alert}");
+    let current: f64 = alert["labels"]["current"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(current < 600.0, "{alert}");
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("p99 heading for"),
+        "{alert}"
+    );
 }

@@ -1,9 +1,9 @@
-//! An alert rule built against a future contract version (0.2.0) without the
+//! An alert rule built against a future contract version (0.3.0) without the
 //! SDK, to test that the host refuses it by name and version.
 
 wit_bindgen::generate!({
     inline: "
-        package switchyard:plugins@0.2.0;
+        package switchyard:plugins@0.3.0;
         interface alert {
             evaluate: func() -> u32;
         }
