@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Do the alert and optimizer loops disturb the data plane? Two Switchyards
-# (one worker each) in front of the same backend: one with the four example
-# plugins evaluated every second, one without; wrk against each in turn.
+# (one worker each) in front of the same backend: one with the five example
+# alert rules and optimizers evaluated every second (so a snapshot, with its
+# 18 trend lines and the queue's figures, is built every second), one
+# without; wrk against each in turn.
 # Prints requests/s per round and the median ratio with/without.
 #
 # Usage: tests/bench/loops.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
@@ -31,6 +33,10 @@ path = \"$PLUGINS/thresholds.wasm\"
 name = \"slo\"
 kind = \"alert-rule\"
 path = \"$PLUGINS/slo_burn_rate.wasm\"
+[[plugins]]
+name = \"trend\"
+kind = \"alert-rule\"
+path = \"$PLUGINS/trend.wasm\"
 [[plugins]]
 name = \"gradient-limit\"
 kind = \"optimizer\"

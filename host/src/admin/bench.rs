@@ -59,6 +59,17 @@ pub struct Run {
     started: Instant,
 }
 
+impl Run {
+    /// A copy, with the time elapsed so far if it is still running.
+    fn as_it_stands(&self) -> Run {
+        let mut r = self.clone();
+        if matches!(r.state, State::Running) {
+            r.elapsed_s = r.started.elapsed().as_secs_f64();
+        }
+        r
+    }
+}
+
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
@@ -231,12 +242,12 @@ impl Runs {
     /// A run as it stands.
     pub fn get(&self, id: u64) -> Option<Run> {
         let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        runs.iter().find(|r| r.id == id).map(|r| {
-            let mut r = r.clone();
-            if matches!(r.state, State::Running) {
-                r.elapsed_s = r.started.elapsed().as_secs_f64();
-            }
-            r
-        })
+        runs.iter().find(|r| r.id == id).map(Run::as_it_stands)
+    }
+
+    /// The run started last, as it stands.
+    pub fn latest(&self) -> Option<Run> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.iter().max_by_key(|r| r.id).map(Run::as_it_stands)
     }
 }

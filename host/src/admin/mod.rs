@@ -14,6 +14,9 @@
 //! | `GET /admin/alerts` | pending and firing alerts, and recently resolved ones |
 //! | `GET /admin/optimizer` | knob values in force, bounds, the last decisions and their reasons |
 //! | `GET /admin/snapshot` | the snapshot alert rules and optimizers are given, as JSON |
+//! | `GET /` | the live dashboard (a page embedded in the binary) |
+//! | `GET /admin/dashboard` | everything the dashboard shows, as JSON |
+//! | `GET /admin/events` | the same, as Server-Sent Events, once a second |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,7 +26,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -35,13 +39,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod bench;
+mod dashboard;
 
 use crate::balance::BackendView;
 use crate::plugins::Reloaded;
 use crate::server::{ReloadOutcome, Server, Trigger};
 use crate::telemetry::names;
 
-type AdminResponse = Response<Full<Bytes>>;
+/// Admin bodies: whole (JSON, text) or streamed (the dashboard's events).
+pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
+type AdminResponse = Response<AdminBody>;
 
 /// A serving admin listener.
 pub struct AdminHandle {
@@ -97,7 +104,7 @@ pub fn serve(tcp: TcpListener, server: Arc<Server>) -> std::io::Result<AdminHand
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> AdminResponse {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => {
-            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
             *r.status_mut() = status;
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -113,7 +120,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> AdminResponse {
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -145,6 +152,12 @@ fn authorized(req: &Request<Incoming>, server: &Server) -> bool {
 }
 
 async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
+    // The dashboard's page holds no data, and a browser cannot send a
+    // bearer token with a navigation: it is served to anyone, and asks for
+    // the token before it reads anything.
+    if req.method() == Method::GET && req.uri().path() == "/" {
+        return dashboard::page();
+    }
     if !authorized(&req, server) {
         let mut r = text(
             StatusCode::UNAUTHORIZED,
@@ -167,6 +180,8 @@ async fn handle(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
         return start_bench(server, req).await;
     }
     match (req.method(), path) {
+        (&Method::GET, "/admin/events") => dashboard::events(server.clone()),
+        (&Method::GET, "/admin/dashboard") => json(StatusCode::OK, &dashboard::state(server)),
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, exposition(server));
             r.headers_mut().insert(
@@ -277,7 +292,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const ENDPOINTS: [&str; 15] = [
+const ENDPOINTS: [&str; 18] = [
+    "/ (dashboard)",
+    "/admin/dashboard",
+    "/admin/events",
     "/metrics",
     "/admin/metrics?format=json|csv",
     "/healthz",

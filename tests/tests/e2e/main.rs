@@ -11,6 +11,7 @@ mod bench;
 mod cache;
 mod cli;
 mod compress;
+mod dashboard;
 mod exports;
 mod failure;
 mod grpc;

@@ -3,6 +3,7 @@
 //! binary (a child process), an HTTP client and polling helpers.
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod load;
 pub mod origin;
