@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a Rust toolchain: the Debian
 # packages its end-to-end tests start for real (redis-server, pebble as the
-# ACME CA, curl as the HTTPS client, chromium as the dashboard's browser).
+# ACME CA, curl as the HTTPS client, chromium as the dashboard's browser,
+# prometheus for promtool, which checks the shipped rules).
 # Does nothing when they are present; needs root (or sudo) and apt-get
 # otherwise.
 set -euo pipefail
 
-packages=(ca-certificates chromium curl pebble redis-server)
+packages=(ca-certificates chromium curl pebble prometheus redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

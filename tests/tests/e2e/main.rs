@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod compress;
 mod dashboard;
+mod deploy;
 mod exports;
 mod failure;
 mod grpc;
