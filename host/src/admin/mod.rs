@@ -336,6 +336,7 @@ fn optimizer_view(server: &Server) -> serde_json::Value {
             "queued": state.admission.queued(),
             "queue": state.admission.classes(),
             "weights": weights,
+            "cache_capacity_bytes": state.cache.capacity(),
         },
         // Knobs an optimizer set and still owns: value, owner, when. Any
         // other knob has its config value.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 use http_cache_semantics::CachePolicy;
@@ -145,11 +146,14 @@ pub struct CacheCounters {
 pub type Flight = watch::Receiver<Option<Option<Arc<Entry>>>>;
 
 pub struct CacheStore {
-    mem: moka::sync::Cache<String, Variants>,
+    /// Swapped whole by [`CacheStore::resize`]: moka fixes a cache's bound
+    /// when it is built.
+    mem: ArcSwap<Mem>,
     inflight: Mutex<HashMap<String, Flight>>,
     refreshing: Mutex<HashSet<String>>,
     pub counters: Arc<CacheCounters>,
-    capacity: u64,
+    /// The bound in force: `cache.capacity`, or what an optimizer set.
+    capacity: AtomicU64,
     eviction: CacheEviction,
     /// The shared Redis tier, when `cache.redis_url` is set.
     pub l2: Option<Arc<L2>>,
@@ -158,57 +162,97 @@ pub struct CacheStore {
 impl std::fmt::Debug for CacheStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheStore")
-            .field("entries", &self.mem.entry_count())
-            .field("bytes", &self.mem.weighted_size())
+            .field("entries", &self.mem.load().entry_count())
+            .field("bytes", &self.mem.load().weighted_size())
             .finish()
     }
+}
+
+type Mem = moka::sync::Cache<String, Variants>;
+
+/// What a key's variants count against the bound.
+fn weight(v: &Variants) -> u32 {
+    v.iter().map(|e| e.weight()).fold(0u32, u32::saturating_add)
+}
+
+/// An empty in-memory tier bounded to `capacity` bytes.
+fn memory(capacity: u64, eviction: CacheEviction, counters: &Arc<CacheCounters>) -> Mem {
+    let evicted = counters.clone();
+    let policy = match eviction {
+        CacheEviction::Tinylfu => moka::policy::EvictionPolicy::tiny_lfu(),
+        CacheEviction::Lru => moka::policy::EvictionPolicy::lru(),
+    };
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .eviction_policy(policy)
+        .weigher(|_k: &String, v: &Variants| weight(v))
+        .eviction_listener(move |_k, _v, cause| {
+            if cause == moka::notification::RemovalCause::Size {
+                evicted.evictions.fetch_add(1, Relaxed);
+                metrics::counter!("switchyard_cache_evictions_total").increment(1);
+            }
+        })
+        .build()
 }
 
 impl CacheStore {
     pub fn new(section: &CacheSection) -> CacheStore {
         let counters = Arc::new(CacheCounters::default());
-        let evicted = counters.clone();
-        let policy = match section.eviction {
-            CacheEviction::Tinylfu => moka::policy::EvictionPolicy::tiny_lfu(),
-            CacheEviction::Lru => moka::policy::EvictionPolicy::lru(),
-        };
-        let mem = moka::sync::Cache::builder()
-            .max_capacity(section.capacity.0)
-            .eviction_policy(policy)
-            .weigher(|_k: &String, v: &Variants| {
-                v.iter().map(|e| e.weight()).fold(0u32, u32::saturating_add)
-            })
-            .eviction_listener(move |_k, _v, cause| {
-                if cause == moka::notification::RemovalCause::Size {
-                    evicted.evictions.fetch_add(1, Relaxed);
-                    metrics::counter!("switchyard_cache_evictions_total").increment(1);
-                }
-            })
-            .build();
+        let mem = memory(section.capacity.0, section.eviction, &counters);
         CacheStore {
-            mem,
+            mem: ArcSwap::from_pointee(mem),
             inflight: Mutex::default(),
             refreshing: Mutex::default(),
             counters,
-            capacity: section.capacity.0,
+            capacity: AtomicU64::new(section.capacity.0),
             eviction: section.eviction,
             l2: section.redis_url.as_deref().map(L2::new),
         }
     }
 
-    /// Whether this store was built for `section`'s capacity and policy.
+    /// Sets the byte bound while traffic flows, keeping entries as far as
+    /// the new bound allows: those that stay fresh longest go first into the
+    /// resized tier, and what no longer fits is evicted (and counted as
+    /// evictions).
+    /// A request racing the swap may store into the old tier and be lost,
+    /// which costs one miss. Returns whether the bound changed.
+    pub fn resize(&self, capacity: u64) -> bool {
+        if self.capacity.swap(capacity, Relaxed) == capacity {
+            return false;
+        }
+        let old = self.mem.load_full();
+        let mut kept: Vec<(Arc<String>, Variants)> = old.iter().collect();
+        kept.sort_by_key(|(_, v)| std::cmp::Reverse(v.iter().map(|e| e.fresh_until).max()));
+        let fresh = memory(capacity, self.eviction, &self.counters);
+        let mut room = capacity;
+        for (k, v) in kept {
+            let weight = u64::from(weight(&v));
+            if weight > room {
+                self.counters.evictions.fetch_add(1, Relaxed);
+                metrics::counter!("switchyard_cache_evictions_total").increment(1);
+                continue;
+            }
+            room -= weight;
+            fresh.insert((*k).clone(), v);
+        }
+        fresh.run_pending_tasks();
+        self.mem.store(Arc::new(fresh));
+        true
+    }
+
+    /// Whether this store was built for `section`'s policy and shared tier
+    /// (a new capacity is applied with [`CacheStore::resize`]).
     pub fn fits(&self, section: &CacheSection) -> bool {
-        self.capacity == section.capacity.0
-            && self.eviction == section.eviction
+        self.eviction == section.eviction
             && self.l2.as_ref().map(|l| l.url()) == section.redis_url.as_deref()
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Relaxed)
     }
 
     pub fn get(&self, key: &str) -> Option<Variants> {
-        self.mem.get(key)
+        self.mem.load().get(key)
     }
 
     /// Stores `entry`, replacing the variant its request matched (same
@@ -226,6 +270,7 @@ impl CacheStore {
         let key = entry.key.clone();
         let mut variants: Vec<Arc<Entry>> = self
             .mem
+            .load()
             .get(&key)
             .map(|v| v.iter().cloned().collect())
             .unwrap_or_default();
@@ -238,7 +283,7 @@ impl CacheStore {
         while variants.len() > 8 {
             variants.remove(0);
         }
-        self.mem.insert(key, Arc::new(variants));
+        self.mem.load().insert(key, Arc::new(variants));
         self.counters.stores.fetch_add(1, Relaxed);
         metrics::counter!("switchyard_cache_stores_total").increment(1);
     }
@@ -249,7 +294,7 @@ impl CacheStore {
             let key = vec![key.to_string()];
             tokio::spawn(async move { l2.delete(&key).await });
         }
-        let removed = self.mem.remove(key).is_some();
+        let removed = self.mem.load().remove(key).is_some();
         if removed {
             self.counted_purges(1);
         }
@@ -275,14 +320,14 @@ impl CacheStore {
     }
 
     fn purge_where(&self, doomed: impl Fn(&str, &Variants) -> bool) -> u64 {
-        let keys: Vec<String> = self
-            .mem
+        let mem = self.mem.load();
+        let keys: Vec<String> = mem
             .iter()
             .filter(|(k, v)| doomed(k, v))
             .map(|(k, _)| (*k).clone())
             .collect();
         for k in &keys {
-            self.mem.invalidate(k);
+            mem.invalidate(k);
         }
         self.counted_purges(keys.len() as u64);
         keys.len() as u64
@@ -294,13 +339,15 @@ impl CacheStore {
     }
 
     pub fn entries(&self) -> u64 {
-        self.mem.run_pending_tasks();
-        self.mem.entry_count()
+        let mem = self.mem.load();
+        mem.run_pending_tasks();
+        mem.entry_count()
     }
 
     pub fn bytes(&self) -> u64 {
-        self.mem.run_pending_tasks();
-        self.mem.weighted_size()
+        let mem = self.mem.load();
+        mem.run_pending_tasks();
+        mem.weighted_size()
     }
 
     /// Joins the request already fetching `key`, or makes this one the
@@ -372,5 +419,75 @@ impl Drop for FlightLeader<'_> {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Some(None));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ByteSize;
+
+    /// A 100 KB entry at `key`, fresh for `max_age` seconds.
+    fn entry(key: &str, max_age: u32) -> Arc<Entry> {
+        let req = http::Request::get(format!("http://site{key}"))
+            .body(())
+            .expect("request");
+        let resp = http::Response::builder()
+            .header("cache-control", format!("max-age={max_age}"))
+            .body(())
+            .expect("response");
+        let policy = CachePolicy::new(&req, &resp);
+        Arc::new(Entry::new(Parts {
+            key: key.to_string(),
+            policy,
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            headers: resp.headers().clone(),
+            body: Bytes::from(vec![b'x'; 100_000]),
+            vary: Vec::new(),
+            method: http::Method::GET,
+            view: None,
+            strip: Box::new([]),
+        }))
+    }
+
+    #[test]
+    fn a_resize_keeps_what_fits_longest_fresh_first_and_a_grown_store_keeps_all() {
+        let store = CacheStore::new(&CacheSection {
+            capacity: ByteSize(2 << 20),
+            eviction: CacheEviction::Lru,
+            ..CacheSection::default()
+        });
+        for i in 0..10u32 {
+            store.put_local(entry(&format!("/k{i}"), 60 * (i + 1)), None);
+        }
+        assert_eq!(store.entries(), 10);
+        assert!(store.resize(4 << 20), "a new bound is applied");
+        assert!(!store.resize(4 << 20), "the same bound is no change");
+        assert_eq!(store.capacity(), 4 << 20);
+        assert_eq!(store.entries(), 10, "growing keeps every entry");
+
+        let evicted = store.counters.evictions.load(Relaxed);
+        assert!(store.resize(350_000));
+        assert_eq!(store.capacity(), 350_000);
+        let kept: Vec<bool> = (0..10)
+            .map(|i| store.get(&format!("/k{i}")).is_some())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                false, false, false, false, false, false, false, true, true, true
+            ],
+            "the three that stay fresh longest fit"
+        );
+        assert!(store.bytes() <= 350_000, "{}", store.bytes());
+        assert_eq!(store.counters.evictions.load(Relaxed) - evicted, 7);
+
+        store.put_local(entry("/new", 60), None);
+        assert!(
+            store.get("/new").is_some(),
+            "the resized store takes new entries"
+        );
+        assert!(store.bytes() <= 350_000, "{}", store.bytes());
     }
 }

@@ -71,7 +71,8 @@ pub struct Owned {
     pub config_value: u64,
 }
 
-/// Knobs optimizers own: `concurrency_limit`, `weight UPSTREAM/ADDRESS`.
+/// Knobs optimizers own: `concurrency_limit`, `cache_capacity_bytes`,
+/// `weight UPSTREAM/ADDRESS`.
 /// A knob without an owner has its config value.
 #[derive(Debug, Default)]
 pub struct Knobs {
@@ -84,6 +85,7 @@ pub fn weight_knob(upstream: &str, addr: &BackendAddr) -> String {
 }
 
 pub const CONCURRENCY_LIMIT: &str = "concurrency_limit";
+pub const CACHE_CAPACITY: &str = "cache_capacity_bytes";
 
 impl Knobs {
     pub fn set(&self, knob: &str, value: u64, owner: &str, config_value: u64) {
@@ -138,6 +140,9 @@ impl Knobs {
 pub fn config_value(config: &Config, knob: &str) -> Option<u64> {
     if knob == CONCURRENCY_LIMIT {
         return Some(config.admission.max_concurrency.into());
+    }
+    if knob == CACHE_CAPACITY {
+        return Some(config.cache.capacity.0);
     }
     let (upstream, addr) = knob.strip_prefix("weight ")?.split_once('/')?;
     config

@@ -15,7 +15,7 @@ use crate::clock;
 use crate::optimize::{Change, DecisionRecord, clamp};
 use crate::plugins::bindings::optimize::Adjustment;
 use crate::plugins::{PluginFailure, PluginSnapshot};
-use crate::proxy::registry::{CONCURRENCY_LIMIT, config_value, weight_knob};
+use crate::proxy::registry::{CACHE_CAPACITY, CONCURRENCY_LIMIT, config_value, weight_knob};
 use crate::telemetry::{BackendStats, ProcessStats, Snapshot};
 
 /// Longer windows every snapshot carries.
@@ -367,12 +367,36 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                 }
             }
             Adjustment::CacheCapacityBytes(requested) => {
-                // The store's byte bound is fixed when it is built (a
-                // config reload with a new `cache.capacity` rebuilds it).
-                tracing::debug!(
-                    plugin,
-                    "cache capacity {requested} not applied: the cache's capacity is set by cache.capacity"
+                if !state.caches() {
+                    tracing::debug!(
+                        plugin,
+                        "cache capacity {requested} ignored: no route caches"
+                    );
+                    continue;
+                }
+                let current = state.cache.capacity();
+                let bound = &b.cache_capacity;
+                let to = clamp(
+                    Some(current),
+                    requested,
+                    bound.min.0,
+                    bound.max.0,
+                    bound.max_step.0,
                 );
+                if to != current {
+                    if !config.dry_run {
+                        let configured = loaded.config.cache.capacity.0;
+                        knobs.set(CACHE_CAPACITY, to, plugin, configured);
+                        state.cache.resize(to);
+                    }
+                    changes.push(Change {
+                        knob: CACHE_CAPACITY.into(),
+                        from: current,
+                        requested,
+                        to,
+                        clamped: to != requested,
+                    });
+                }
             }
         }
     }

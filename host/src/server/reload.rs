@@ -22,7 +22,7 @@ use super::Server;
 use crate::admin;
 use crate::config::{self, Change, ConfigErrors, Loaded};
 use crate::plugins::PluginSet;
-use crate::proxy::registry::CONCURRENCY_LIMIT;
+use crate::proxy::registry::{CACHE_CAPACITY, CONCURRENCY_LIMIT};
 use crate::proxy::{Listener, ProxyState};
 use crate::tls::Materials;
 
@@ -260,6 +260,10 @@ impl Server {
                 .set_limit(new.admission.max_concurrency);
         }
         let state = ProxyState::build(new, &loaded.version, &self.registry, &tls);
+        let capacity = knobs
+            .get(CACHE_CAPACITY)
+            .map_or(new.cache.capacity.0, |o| o.value);
+        state.cache.resize(capacity);
         let drain = state.timeouts.drain.get();
         let watched = super::watched_files(&loaded, &tls);
         self.apply_tls(tls);

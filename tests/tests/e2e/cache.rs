@@ -1151,3 +1151,88 @@ async fn vary_matches_normalised_field_values() {
     assert!(!cache_status(&other).contains("hit"));
     assert_eq!(origin.hits("/v"), 2);
 }
+
+/// The `cache-size` optimizer grows a cache whose hit ratio is low, while
+/// traffic flows: the new bound is in force (admin, metrics, the
+/// optimizer's owners), and a response stored before the resize is still
+/// served from the cache after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_size_optimizer_grows_the_cache_live_and_keeps_what_it_holds() {
+    let (origin, proxy, http) = setup(&format!(
+        "capacity = \"1MiB\"\nmax_object_size = \"256KiB\"\n\
+         [optimizer]\ninterval = \"100ms\"\n\
+         [optimizer.bounds.cache_capacity]\nmin = \"1MiB\"\nmax = \"8MiB\"\nmax_step = \"1MiB\"\n{}",
+        crate::support::plugin(
+            "sizer",
+            "optimizer",
+            "cache_size",
+            "{ target_hit_ratio = 0.9, min_requests = 20, step = 0.5 }"
+        )
+    ))
+    .await;
+    origin.script("/hot", Script::ok("max-age=600", "kept"));
+    let page = "p".repeat(64 * 1024);
+    for i in 0..200 {
+        origin.script(&format!("/page/{i}"), Script::ok("max-age=600", &page));
+    }
+    assert_eq!(get(&http, &proxy, "/hot", &[]).await.status, 200);
+    assert_eq!(origin.hits("/hot"), 1);
+
+    let mut next = 0;
+    let grown = crate::support::eventually(
+        Duration::from_secs(60),
+        "the cache grown to at least 3 MiB",
+        || {
+            let (http, proxy) = (&http, &proxy);
+            next += 10;
+            let pages = next - 10..next;
+            async move {
+                for i in pages {
+                    let r = get(http, proxy, &format!("/page/{}", i % 200), &[]).await;
+                    assert_eq!(r.status, 200);
+                    // The hot object stays popular (and a hit) throughout.
+                    assert_eq!(get(http, proxy, "/hot", &[]).await.body, "kept");
+                }
+                let v = proxy.admin_json("/admin/cache").await;
+                let capacity = v["capacity_bytes"].as_u64().expect("capacity");
+                (capacity >= 3 << 20).then_some(capacity)
+            }
+        },
+    )
+    .await;
+    assert!(grown <= 8 << 20, "held to the bound: {grown}");
+    assert_eq!(
+        origin.hits("/hot"),
+        1,
+        "what the cache held before the resize is still served from it"
+    );
+
+    let opt = proxy.admin_json("/admin/optimizer").await;
+    assert_eq!(
+        opt["owners"]["cache_capacity_bytes"]["owner"], "sizer",
+        "{opt}"
+    );
+    let reasons: Vec<String> = opt["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .filter_map(|d| d["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("hit ratio") && r.contains("MiB")),
+        "{reasons:?}"
+    );
+    let metrics = proxy.metrics().await;
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_cache_capacity_bytes "))
+        .expect("the capacity gauge");
+    let exported: f64 = gauge
+        .split(' ')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    assert!(exported >= (3u64 << 20) as f64, "{gauge}");
+}

@@ -298,6 +298,62 @@ fn gradient_limit_grows_faster_while_the_queue_holds_requests_back() {
 }
 
 #[test]
+fn cache_size_grows_on_misses_within_headroom_and_shrinks_under_memory_pressure() {
+    let opt = optimizer(
+        "cache-size",
+        &wasm("cache_size"),
+        r#"{"target_hit_ratio": 0.8, "min_requests": 50, "step": 0.25}"#,
+    );
+    const MIB: u64 = 1 << 20;
+    let snapshot = |hit_ratio: f64, rss: u64, limit: u64| {
+        let mut s = Snapshot {
+            cache_capacity_bytes: 64 * MIB,
+            memory_rss_bytes: rss,
+            memory_limit_bytes: limit,
+            ..Snapshot::default()
+        };
+        s.current = window(10_000, 1000, 0);
+        s.current.cache_hit_ratio = hit_ratio;
+        s
+    };
+    let decide = |s: &Snapshot| {
+        let d = opt.decide(&PluginSnapshot::from(s), &[]).unwrap();
+        let to = d.adjustments.iter().find_map(|a| match a {
+            Adjustment::CacheCapacityBytes(n) => Some(*n),
+            _ => None,
+        });
+        (to, d.reason)
+    };
+    let (to, why) = decide(&snapshot(0.3, 200 * MIB, 0));
+    assert_eq!(to, Some(80 * MIB), "{why}");
+    assert!(why.contains("hit ratio 0.30 below 0.80"), "{why}");
+    let (to, why) = decide(&snapshot(0.95, 200 * MIB, 0));
+    assert_eq!(to, None, "a good hit ratio holds: {why}");
+    let (to, why) = decide(&snapshot(0.3, 50 * MIB, 150 * MIB));
+    assert_eq!(to, None, "80 MiB would pass half of 150 MiB: {why}");
+    let (to, why) = decide(&snapshot(0.3, 900 * MIB, 1000 * MIB));
+    assert_eq!(to, Some(48 * MIB), "memory pressure shrinks: {why}");
+    assert!(why.contains("above 85%"), "{why}");
+    let mut few = snapshot(0.1, 200 * MIB, 0);
+    few.current = window(10_000, 10, 0);
+    assert_eq!(decide(&few).0, None, "too few requests to judge");
+
+    let bad = OptimizerPlugin::load(
+        &section(
+            "cache-size",
+            PluginKind::Optimizer,
+            &wasm("cache_size"),
+            r#"{"step": 0}"#,
+        ),
+        Path::new(""),
+        &runtime(),
+        engine(),
+    );
+    let e = bad.err().expect("a zero step is refused").to_string();
+    assert!(e.contains("step must be within (0.0, 1.0], got 0"), "{e}");
+}
+
+#[test]
 fn latency_weights_lowers_the_slow_backends_weight() {
     let opt = optimizer("latency-weights", &wasm("latency_weights"), "");
     let backend = |id: &str, ewma_ms: u64, weight: u32| BackendStats {
