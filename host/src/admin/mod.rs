@@ -308,7 +308,7 @@ const ENDPOINTS: [&str; 18] = [
     "/admin/optimizer",
     "/admin/snapshot",
     "POST /admin/bench",
-    "/admin/bench/ID[?format=csv]",
+    "/admin/bench/ID[?format=csv|html]",
     "/admin/cache",
     "DELETE /admin/cache?key=|prefix=|tag=",
 ];
@@ -486,25 +486,34 @@ async fn start_bench(server: &Arc<Server>, req: Request<Incoming>) -> AdminRespo
     }
 }
 
-/// `GET /admin/bench/ID[?format=csv]`.
+/// `GET /admin/bench/ID[?format=csv|html]`.
 fn bench_run(server: &Server, id: &str, query: Option<&str>) -> AdminResponse {
     let Some(run) = id.parse().ok().and_then(|id| server.bench_runs.get(id)) else {
         return text(StatusCode::NOT_FOUND, format!("no run {id}\n"));
     };
-    if query.is_some_and(|q| q.split('&').any(|kv| kv == "format=csv")) {
-        return match &run.report {
-            Some(report) => {
-                let mut r = text(StatusCode::OK, report.csv());
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/csv; charset=utf-8"),
-                );
-                r
-            }
-            None => text(StatusCode::CONFLICT, "no report yet\n"),
-        };
+    let format = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("format=")));
+    let (body, content_type): (fn(&crate::loadgen::Report) -> String, _) = match format {
+        None | Some("json") => return json(StatusCode::OK, &run),
+        Some("csv") => (|r| r.csv(), "text/csv; charset=utf-8"),
+        Some("html") => (crate::loadgen::html::page, "text/html; charset=utf-8"),
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format \"{other}\" (known: json, csv, html)\n"),
+            );
+        }
+    };
+    match &run.report {
+        Some(report) => {
+            let mut r = text(StatusCode::OK, body(report));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            r
+        }
+        None => text(StatusCode::CONFLICT, "no report yet\n"),
     }
-    json(StatusCode::OK, &run)
 }
 
 /// Everything `/metrics` shows: the recorder's series, fresh gauges, and

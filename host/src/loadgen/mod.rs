@@ -11,10 +11,13 @@
 //! reads, updates and deletes at entities it created.
 //!
 //! Exit codes: 0 done and every threshold held; 99 a threshold was violated
-//! (as k6); 2 bad input; 1 the run itself failed (e.g. a report could not be
-//! written).
+//! (as k6); 98 a figure regressed against `--baseline` by at least
+//! `--fail-on-regression` percent; 2 bad input; 1 the run itself failed
+//! (e.g. a report could not be written).
 
+pub mod baseline;
 mod engine;
+pub mod html;
 mod report;
 mod stats;
 mod threshold;
@@ -111,6 +114,24 @@ pub struct BenchArgs {
     /// Write the CSV report here (`-`: stdout).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Write a self-contained HTML report here: plots of throughput and
+    /// latency over time and by percentile, the tables, errors, verdicts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Compare the run, per operation kind, with this saved baseline.
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+    /// Fold this run into the baseline NAME (created if new), after any
+    /// comparison.
+    #[arg(long, value_name = "NAME")]
+    pub save_baseline: Option<String>,
+    /// Where baselines are kept.
+    #[arg(long, value_name = "DIR", default_value = baseline::DEFAULT_DIR)]
+    pub baseline_dir: PathBuf,
+    /// With --baseline: exit with code 98 when a figure regressed by at
+    /// least PCT percent (beyond the noise).
+    #[arg(long, value_name = "PCT")]
+    pub fail_on_regression: Option<f64>,
     /// Seed for the generator (default: random, printed in the report).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -379,6 +400,10 @@ pub fn main(args: &BenchArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return bad(e),
     };
+    let against = match check_baselines(args) {
+        Ok(b) => b,
+        Err(e) => return bad(e),
+    };
     let mut builder = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -400,10 +425,35 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     // redirected, so logs and reports never fill with redraws.
     let show_progress =
         !args.quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let report = runtime.block_on(run(&plan, plugin, show_progress));
-    match write_outputs(&report, args) {
-        Ok(()) if report.passed() => ExitCode::SUCCESS,
-        Ok(()) => ExitCode::from(EXIT_THRESHOLD),
+    let mut report = runtime.block_on(run(&plan, plugin, show_progress));
+    report.comparison = against.map(|b| baseline::compare(&b, &report));
+    let saved = args
+        .save_baseline
+        .as_deref()
+        .map(|name| baseline::save(&args.baseline_dir, name, &report));
+    let written = write_outputs(&report, args);
+    match saved {
+        Some(Ok(b)) => eprintln!(
+            "saved baseline \"{}\" ({} run(s)) in {}",
+            b.name,
+            b.runs,
+            args.baseline_dir.display()
+        ),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => {}
+    }
+    let regressed = report
+        .comparison
+        .as_ref()
+        .zip(args.fail_on_regression)
+        .is_some_and(|(c, pct)| c.regressed(Some(pct)));
+    match written {
+        Ok(()) if !report.passed() => ExitCode::from(EXIT_THRESHOLD),
+        Ok(()) if regressed => ExitCode::from(baseline::EXIT_REGRESSION),
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -411,8 +461,31 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     }
 }
 
+/// Checks the baseline flags before any load: names, the flags' pairing,
+/// and that the baseline to compare with exists.
+fn check_baselines(args: &BenchArgs) -> Result<Option<baseline::Baseline>, String> {
+    if let Some(name) = &args.save_baseline {
+        baseline::check_name(name)?;
+    }
+    if let Some(pct) = args.fail_on_regression {
+        if args.baseline.is_none() {
+            return Err("--fail-on-regression needs --baseline NAME to compare with".into());
+        }
+        if !(pct >= 0.0 && pct.is_finite()) {
+            return Err(format!(
+                "invalid --fail-on-regression {pct}: a percentage, 0 or more"
+            ));
+        }
+    }
+    let Some(name) = &args.baseline else {
+        return Ok(None);
+    };
+    baseline::check_name(name)?;
+    baseline::load(&args.baseline_dir, name).map(Some)
+}
+
 fn write_outputs(report: &Report, args: &BenchArgs) -> Result<(), String> {
-    let stdout_taken = [&args.json, &args.csv]
+    let stdout_taken = [&args.json, &args.csv, &args.html]
         .iter()
         .any(|p| p.as_deref() == Some(Path::new("-")));
     if stdout_taken {
@@ -422,7 +495,12 @@ fn write_outputs(report: &Report, args: &BenchArgs) -> Result<(), String> {
     }
     let json = serde_json::to_string_pretty(report)
         .map_err(|e| format!("cannot encode the JSON report: {e}"))?;
-    for (path, text) in [(&args.json, json + "\n"), (&args.csv, report.csv())] {
+    let outputs = [
+        (&args.json, json + "\n"),
+        (&args.csv, report.csv()),
+        (&args.html, html::page(report)),
+    ];
+    for (path, text) in outputs {
         match path.as_deref() {
             None => {}
             Some(p) if p == Path::new("-") => print!("{text}"),
@@ -451,6 +529,8 @@ pub async fn run(plan: &Plan, plugin: GeneratorPlugin, show_progress: bool) -> R
     let schedule = Arc::new(plan.schedule.clone());
     let t0 = Instant::now();
     let progress = show_progress.then(|| progress(engine.clone(), schedule.total(), t0));
+    let samples: Arc<std::sync::Mutex<Vec<report::Sample>>> = Arc::default();
+    let sampler = timeline(engine.clone(), samples.clone(), t0);
     match plan.model {
         BenchModel::Closed => {
             let workers = (schedule.peak().ceil() as u32).max(1);
@@ -469,9 +549,20 @@ pub async fn run(plan: &Plan, plugin: GeneratorPlugin, show_progress: bool) -> R
     }
     let elapsed = t0.elapsed();
     engine.stop();
+    // Both tasks hold the engine: wait until they are gone, so its
+    // recorder can be taken whole below.
     if let Some(p) = progress {
         p.abort();
+        let _ = p.await;
     }
+    sampler.abort();
+    let _ = sampler.await;
+    let mut timeline = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    close_timeline(
+        &mut timeline,
+        &engine.recorder.take_interval(),
+        elapsed.as_secs_f64(),
+    );
     if let Err(e) = engine.finish() {
         tracing::warn!("the generator failed to observe the last results: {e}");
     }
@@ -519,7 +610,81 @@ pub async fn run(plan: &Plan, plugin: GeneratorPlugin, show_progress: bool) -> R
         breaker,
         schedule: schedule_report,
         thresholds,
+        timeline,
+        phases: phase_marks(&plan.schedule),
+        distribution: report::distribution(&stats.overall.latency),
+        comparison: None,
     }
+}
+
+/// Samples the run once a second for the report's timeline, until aborted.
+fn timeline(
+    engine: Arc<Engine>,
+    samples: Arc<std::sync::Mutex<Vec<report::Sample>>>,
+    t0: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::from_std(t0) + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = 0.0;
+        loop {
+            tick.tick().await;
+            let tally = engine.recorder.take_interval();
+            let now = t0.elapsed().as_secs_f64();
+            let sample = report::Sample::new(now, now - last, &tally);
+            last = now;
+            samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(sample);
+        }
+    })
+}
+
+/// Adds what finished after the last whole second: as a sample of its own
+/// when it lasted half a second or more, else counted into the last sample
+/// (whose quantiles stay), so a few stragglers never plot as a cliff.
+fn close_timeline(timeline: &mut Vec<report::Sample>, rest: &stats::Tally, end_s: f64) {
+    let ops = rest.ok + rest.failed;
+    let n = timeline.len();
+    let since = timeline.last().map_or(0.0, |s| s.t_s);
+    if ops == 0 || end_s <= since {
+        return;
+    }
+    if n > 0 && end_s - since < 0.5 {
+        let start = if n >= 2 { timeline[n - 2].t_s } else { 0.0 };
+        let last = &mut timeline[n - 1];
+        last.ops += ops;
+        last.errors += rest.failed;
+        last.rps = last.ops as f64 / (end_s - start);
+        last.t_s = end_s;
+    } else {
+        timeline.push(report::Sample::new(end_s, end_s - since, rest));
+    }
+}
+
+/// The schedule's phases on the run's time axis.
+fn phase_marks(schedule: &Schedule) -> Vec<report::PhaseMark> {
+    let mut start = 0.0;
+    schedule
+        .segments
+        .iter()
+        .map(|s| {
+            let end = start + s.duration.as_secs_f64();
+            let mark = report::PhaseMark {
+                kind: s.kind.as_str().to_string(),
+                start_s: start,
+                end_s: end,
+                from: s.from,
+                to: s.to,
+            };
+            start = end;
+            mark
+        })
+        .collect()
 }
 
 /// The live progress line on stderr: elapsed, rate, p99 and errors.
@@ -551,4 +716,45 @@ fn progress(engine: Arc<Engine>, total: Duration, t0: Instant) -> tokio::task::J
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(ok: u64, failed: u64) -> stats::Tally {
+        let mut t = stats::Tally::default();
+        for i in 0..ok + failed {
+            t.record(Duration::from_millis(2), i < ok);
+        }
+        t
+    }
+
+    #[test]
+    fn a_short_tail_is_counted_into_the_last_second_and_a_long_one_stands_alone() {
+        let mut timeline = vec![
+            report::Sample::new(1.0, 1.0, &tally(100, 0)),
+            report::Sample::new(2.0, 1.0, &tally(100, 10)),
+        ];
+        close_timeline(&mut timeline, &tally(5, 1), 2.2);
+        assert_eq!(timeline.len(), 2);
+        let last = &timeline[1];
+        assert_eq!((last.t_s, last.ops, last.errors), (2.2, 116, 11));
+        assert!((last.rps - 116.0 / 1.2).abs() < 1e-9, "{}", last.rps);
+
+        close_timeline(&mut timeline, &tally(60, 0), 2.8);
+        assert_eq!(timeline.len(), 3);
+        assert_eq!((timeline[2].ops, timeline[2].t_s), (60, 2.8));
+        assert!((timeline[2].rps - 100.0).abs() < 1e-6);
+
+        let mut empty = Vec::new();
+        close_timeline(&mut empty, &tally(3, 0), 0.3);
+        assert_eq!(
+            empty.len(),
+            1,
+            "a run shorter than a second still has a sample"
+        );
+        close_timeline(&mut empty, &tally(0, 0), 0.4);
+        assert_eq!(empty.len(), 1, "nothing finished: nothing to add");
+    }
 }

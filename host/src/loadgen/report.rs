@@ -1,4 +1,5 @@
-//! The report of a finished run: a human-readable summary, JSON and CSV.
+//! The report of a finished run: a human-readable summary, JSON and CSV
+//! (the HTML page is in `html`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::baseline::Comparison;
 use super::stats::{ErrorCount, Tally};
 use super::threshold::Verdict;
 
@@ -64,6 +66,16 @@ impl Scope {
         }
     }
 
+    /// The smallest latency the histogram counts as equal to `us`.
+    pub fn lowest_equivalent(&self, us: f64) -> f64 {
+        self.latency.lowest_equivalent(us as u64) as f64
+    }
+
+    /// The largest latency the histogram counts as equal to `us`.
+    pub fn highest_equivalent(&self, us: f64) -> f64 {
+        self.latency.highest_equivalent(us as u64) as f64
+    }
+
     /// Share of operations that succeeded; 0 when none ran.
     pub fn success_rate(&self) -> f64 {
         if self.count == 0 {
@@ -72,6 +84,83 @@ impl Scope {
             self.ok as f64 / self.count as f64
         }
     }
+}
+
+/// One second (or the last part of one) of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds from the start of the run to the end of this interval.
+    pub t_s: f64,
+    /// Operations that finished in the interval, and how many failed.
+    pub ops: u64,
+    pub errors: u64,
+    /// Finished operations per second over the interval.
+    pub rps: f64,
+    /// Latency quantiles of the operations that finished in the interval
+    /// (0 when none did).
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+}
+
+impl Sample {
+    pub fn new(t_s: f64, interval_s: f64, tally: &Tally) -> Sample {
+        let ops = tally.ok + tally.failed;
+        let q = |q: f64| {
+            if ops == 0 {
+                0
+            } else {
+                tally.latency.value_at_quantile(q)
+            }
+        };
+        Sample {
+            t_s,
+            ops,
+            errors: tally.failed,
+            rps: ops as f64 / interval_s.max(1e-9),
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+        }
+    }
+}
+
+/// A phase of the schedule on the run's time axis.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseMark {
+    /// `ramp`, `steady` or `spike`.
+    pub kind: String,
+    pub start_s: f64,
+    pub end_s: f64,
+    /// The level (operations/s, or workers) at its start and end.
+    pub from: f64,
+    pub to: f64,
+}
+
+/// A point of the percentile distribution, as HdrHistogram's plotter draws
+/// it: the latency at or under which `percentile` % of operations finished.
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentile {
+    pub percentile: f64,
+    pub value_us: u64,
+}
+
+/// Points of `h`'s percentile distribution, five per halving of the
+/// remaining tail (as `HdrHistogram`'s percentile output), up to 100%.
+pub fn distribution(h: &Histogram<u64>) -> Vec<Percentile> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Percentile> = h
+        .iter_quantiles(5)
+        .map(|v| Percentile {
+            // To 10 decimals: 99.9, not 99.90000000000003.
+            percentile: (v.quantile_iterated_to() * 1e12).round() / 1e10,
+            value_us: h.highest_equivalent(v.value_iterated_to()),
+        })
+        .collect();
+    out.dedup_by(|b, a| a.percentile == b.percentile);
+    out
 }
 
 /// How the open model kept to its schedule.
@@ -109,6 +198,14 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleReport>,
     pub thresholds: Vec<Verdict>,
+    /// Per second over the run.
+    pub timeline: Vec<Sample>,
+    pub phases: Vec<PhaseMark>,
+    /// The percentile distribution of all operations' latency.
+    pub distribution: Vec<Percentile>,
+    /// Against `--baseline`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
 }
 
 fn ms(us: u64) -> String {
@@ -118,6 +215,21 @@ fn ms(us: u64) -> String {
 impl Report {
     pub fn passed(&self) -> bool {
         self.thresholds.iter().all(|v| v.passed)
+    }
+
+    /// All operations, each kind, then attempts: the rows of every table.
+    pub fn scopes(&self) -> impl Iterator<Item = &Scope> {
+        std::iter::once(&self.operations)
+            .chain(&self.kinds)
+            .chain(std::iter::once(&self.attempts))
+    }
+
+    /// Retries and the breaker, in one line.
+    pub fn recovery(&self) -> String {
+        format!(
+            "retries {}, breaker opened {} time(s) and refused {} attempt(s)",
+            self.retries, self.breaker.opened, self.breaker.rejected
+        )
     }
 
     /// The summary printed at the end of a run.
@@ -149,16 +261,10 @@ impl Report {
                 ms(s.max_us)
             );
         };
-        row(&mut out, o);
-        for k in &self.kinds {
-            row(&mut out, k);
+        for s in self.scopes() {
+            row(&mut out, s);
         }
-        row(&mut out, &self.attempts);
-        let _ = writeln!(
-            out,
-            "retries {}, breaker opened {} time(s) and refused {} attempt(s)",
-            self.retries, self.breaker.opened, self.breaker.rejected
-        );
+        let _ = writeln!(out, "{}", self.recovery());
         if let Some(s) = &self.schedule {
             let _ = writeln!(
                 out,
@@ -179,6 +285,9 @@ impl Report {
             let value = v.value.map_or("no data".to_string(), |x| format!("{x:.3}"));
             let mark = if v.passed { "ok  " } else { "FAIL" };
             let _ = writeln!(out, "threshold {mark} {} (measured {value})", v.threshold);
+        }
+        if let Some(c) = &self.comparison {
+            out.push_str(&c.summary());
         }
         out
     }

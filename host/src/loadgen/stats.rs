@@ -1,6 +1,6 @@
 //! Measurement during a run: HDR histograms of operation latency per kind
-//! and overall, attempt latency, error causes, and a short window for the
-//! live progress line.
+//! and overall, attempt latency, error causes, and short windows for the
+//! live progress line and the report's timeline.
 //!
 //! Operations and attempts are kept apart: an operation's latency runs from
 //! its start (closed model) or its intended start (open model) to its final
@@ -42,7 +42,7 @@ impl Default for Tally {
 }
 
 impl Tally {
-    fn record(&mut self, latency: Duration, ok: bool) {
+    pub(super) fn record(&mut self, latency: Duration, ok: bool) {
         if ok {
             self.ok += 1;
         } else {
@@ -69,6 +69,8 @@ pub struct Stats {
     pub errors: BTreeMap<String, ErrorCount>,
     /// Since the progress line last looked.
     pub recent: Tally,
+    /// Since the timeline's last sample.
+    pub interval: Tally,
 }
 
 /// Shared by every task of a run.
@@ -86,6 +88,7 @@ impl Recorder {
             let ok = error.is_none();
             s.overall.record(latency, ok);
             s.recent.record(latency, ok);
+            s.interval.record(latency, ok);
             match s.kinds.get_mut(kind) {
                 Some(t) => t.record(latency, ok),
                 None => {
@@ -122,6 +125,11 @@ impl Recorder {
                 recent.latency.value_at_quantile(0.99),
             )
         })
+    }
+
+    /// Operations since the last call, for the report's timeline.
+    pub fn take_interval(&self) -> Tally {
+        self.with(|s| std::mem::take(&mut s.interval))
     }
 
     pub fn into_stats(self) -> Stats {

@@ -19,6 +19,13 @@ async fn post(proxy: &Proxy, body: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
+/// `GET` on the admin listener.
+async fn admin_get(proxy: &Proxy, path: &str) -> crate::support::client::Resp {
+    request(Method::GET, &proxy.admin_url(path), &[], "")
+        .await
+        .expect("admin answer")
+}
+
 /// A proxy in front of a test backend, and the `fixed_request` plugin.
 async fn proxy_and_plugin() -> (TestBackend, Proxy, String) {
     let b = TestBackend::start("b").await;
@@ -73,19 +80,31 @@ async fn a_run_started_through_the_admin_api_reports_like_the_cli() {
     assert_eq!(report["operations"]["count"], cli["operations"]["count"]);
     assert_eq!(report["seed"], cli["seed"]);
     // The CSV report.
-    let csv = request(
-        Method::GET,
-        &proxy.admin_url(&format!("{url}?format=csv")),
-        &[],
-        "",
-    )
-    .await
-    .expect("csv");
+    let csv = admin_get(&proxy, &format!("{url}?format=csv")).await;
     assert_eq!(csv.status, 200);
     assert!(
         csv.body.starts_with("scope,count,ok,failed"),
         "{}",
         csv.body
+    );
+    // The HTML report, as `--html` writes it.
+    let html = admin_get(&proxy, &format!("{url}?format=html")).await;
+    assert_eq!(html.status, 200);
+    assert_eq!(
+        html.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/html; charset=utf-8"[..])
+    );
+    let count = format!(
+        "<td data-k=\"count\">{}</td>",
+        report["operations"]["count"]
+    );
+    assert!(html.body.contains(&count), "{count}");
+    assert!(html.body.contains("data-series=\"p99\""));
+    let other = admin_get(&proxy, &format!("{url}?format=pdf")).await;
+    assert_eq!(other.status, 400);
+    assert_eq!(
+        other.body,
+        "unknown format \"pdf\" (known: json, csv, html)\n"
     );
 }
 

@@ -24,6 +24,7 @@ mod plugins;
 mod plugins_live;
 mod ratelimit;
 mod reload;
+mod report;
 mod retry;
 mod tls;
 mod upgrade;
