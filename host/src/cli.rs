@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`, `bench` and `plugin test`.
+//! The command line: `run`, `check`, `demo`, `bench`, `plugin new` and `plugin test`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,15 +65,45 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum PluginCommand {
+    /// Write a new plugin project into DIR (named after DIR's last
+    /// component): an example of the kind that acts, an input.json that
+    /// shows it acting under `plugin test`, a switchyard.toml that loads
+    /// it, and a README with the commands.
+    New {
+        /// What the plugin is.
+        #[arg(long, value_enum)]
+        kind: crate::config::PluginKind,
+        /// What it is written in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::plugins::scaffold::Lang,
+        /// The project's directory; must not exist, or be empty.
+        dir: PathBuf,
+    },
     /// Run a plugin against a recorded input and print its output as JSON,
-    /// with timing and memory used.
+    /// with each call's time, its log lines and the memory it used. Exit 1
+    /// when the plugin fails or its output lacks what the input's `expect`
+    /// block names; 2 for an unusable file or input.
     Test {
         /// The plugin's `.wasm` component.
         file: PathBuf,
         /// A JSON input: a snapshot (alert rules, optimizers) or a generator
-        /// run description; see the README.
+        /// run description, and optionally an `expect` block; see the README.
         #[arg(long, short)]
         input: Option<PathBuf>,
+        /// Deadline of each call (the proxy's default: 100ms).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<crate::config::Dur>,
+        /// Linear memory the plugin may grow to (the proxy's default: 64MiB).
+        #[arg(long, value_name = "SIZE")]
+        memory: Option<crate::config::ByteSize>,
+        /// Fuel per call, roughly wasm instructions (the proxy's default:
+        /// unmetered).
+        #[arg(long, value_name = "UNITS")]
+        fuel: Option<u64>,
+        /// The compiler: cranelift (the proxy's) or winch (wasmtime's
+        /// baseline compiler: a much faster compile, slower code).
+        #[arg(long, value_enum, default_value = "cranelift")]
+        compiler: crate::plugins::Compiler,
     },
 }
 
@@ -91,10 +121,14 @@ pub fn main() -> ExitCode {
     // `server::loops`), late enough that a page emptied and refilled by the
     // next requests is not returned and faulted back in each time — with
     // no delay, that cost a page fault every few requests and 10% of the
-    // requests per second (tests/bench/proxy.sh).
-    // SAFETY: sets an option of the process's allocator, with a valid
-    // option id and value, before any thread but this one exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    // requests per second (tests/bench/proxy.sh). `MIMALLOC_PURGE_DELAY`
+    // in the environment still wins, as it does for mimalloc's other
+    // options (a longer delay trims a plugin compile's page faults).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets an option of the process's allocator, with a valid
+        // option id and value, before any thread but this one exists.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(&args),
@@ -109,19 +143,57 @@ pub fn main() -> ExitCode {
         }),
         Command::Demo(args) => serve(&args, |prepared| Box::pin(crate::demo::run(prepared))),
         Command::Bench(args) => crate::loadgen::main(&args),
-        Command::Plugin(PluginCommand::Test { file, input }) => {
-            plugin_test(&file, input.as_deref())
+        Command::Plugin(PluginCommand::New { kind, lang, dir }) => {
+            match crate::plugins::scaffold::create(kind, lang, &dir) {
+                Ok(files) => {
+                    println!("wrote a new {kind} plugin in {}:", dir.display());
+                    for f in files.iter().filter(|f| !f.starts_with("switchyard-sdk")) {
+                        println!("  {}", f.display());
+                    }
+                    if files.iter().any(|f| f.starts_with("switchyard-sdk")) {
+                        println!("  switchyard-sdk/ (the SDK, contract 0.2.0)");
+                    }
+                    println!("next: cd {} and follow README.md", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Test {
+            file,
+            input,
+            timeout,
+            memory,
+            fuel,
+            compiler,
+        }) => {
+            let defaults = crate::config::PluginLimits::default();
+            let limits = crate::config::PluginLimits {
+                timeout: timeout.unwrap_or(defaults.timeout),
+                init_timeout: defaults.init_timeout,
+                memory: memory.unwrap_or(defaults.memory),
+                fuel: fuel.or(defaults.fuel),
+            };
+            plugin_test(&file, input.as_deref(), limits, compiler)
         }
     }
 }
 
-fn plugin_test(file: &Path, input: Option<&Path>) -> ExitCode {
+fn plugin_test(
+    file: &Path,
+    input: Option<&Path>,
+    limits: crate::config::PluginLimits,
+    compiler: crate::plugins::Compiler,
+) -> ExitCode {
     use crate::plugins::TryRunError;
     let print = |report: &serde_json::Value| match serde_json::to_string_pretty(report) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("error: cannot print the report: {e}"),
     };
-    match crate::plugins::try_run(file, input) {
+    match crate::plugins::try_run(file, input, limits, compiler) {
         Ok(report) => {
             print(&report);
             ExitCode::SUCCESS
@@ -133,6 +205,12 @@ fn plugin_test(file: &Path, input: Option<&Path>) -> ExitCode {
         Err(TryRunError::PluginFailed(report)) => {
             print(&report);
             eprintln!("error: the plugin failed; see \"error\" in the report");
+            ExitCode::FAILURE
+        }
+        Err(TryRunError::ExpectationFailed(report)) => {
+            print(&report);
+            eprint!("{}", crate::plugins::expectation_diff(&report));
+            eprintln!("error: the output does not hold what \"expect\" names");
             ExitCode::FAILURE
         }
     }

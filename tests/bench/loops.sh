@@ -4,7 +4,12 @@
 # alert rules and optimizers evaluated every second (so a snapshot, with its
 # 18 trend lines and the queue's figures, is built every second), one
 # without; wrk against each in turn.
-# Prints requests/s per round and the median ratio with/without.
+# Prints requests/s per round, the median ratio with/without and the
+# per-round ratios (the steadier figure on a noisy machine), and where the
+# loops-on proxy spent its CPU: the request path's thread against every
+# other thread (plugin calls run on the blocking pool, the epoch ticker on
+# its own thread; the snapshot itself is built on the request path's
+# thread: `perf record` shows its share).
 #
 # Usage: tests/bench/loops.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 # Needs: wrk; the plugins built (cargo build --release --target wasm32-wasip2
@@ -48,6 +53,7 @@ kind = \"optimizer\"
 path = \"$PLUGINS/latency_weights.wasm\""
 start_switchyard "$WORK/off.toml"
 start_switchyard "$WORK/on.toml"
+ON_PID=${PIDS[-1]}
 wait_up $BACKEND_PORT $OFF_PORT $ON_PORT
 
 run_rounds "$ROUNDS" off:$OFF_PORT on:$ON_PORT
@@ -55,3 +61,13 @@ run_rounds "$ROUNDS" off:$OFF_PORT on:$ON_PORT
 off=$(median "${RPS[off]}"); on=$(median "${RPS[on]}")
 echo "median req/s: loops off $off, loops on $on"
 awk -v a="$on" -v b="$off" 'BEGIN { printf "on/off = %.3f\n", a/b }'
+echo "on/off per-round: $(ratios on off)-> median $(median "$(ratios on off)")"
+
+# CPU ticks (user + system) of each thread of the loops-on proxy: the
+# thread that runs the most is the request path's.
+for task in /proc/"$ON_PID"/task/*; do
+  sed 's/^.*) //' "$task/stat" | awk '{ print $12 + $13 }'
+done | sort -g | awk -v hz="$(getconf CLK_TCK)" '{ t[NR] = $1; sum += $1 } END {
+  main = t[NR]; other = sum - main
+  printf "loops-on proxy CPU: request path %.2f s, other threads %.2f s (%.2f%% of the total)\n",
+    main / hz, other / hz, 100 * other / sum }'

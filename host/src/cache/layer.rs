@@ -24,8 +24,8 @@ use crate::proxy::Downstream;
 use super::cache_key;
 use super::directives::{
     has_targeted, normalize_cache_control, normalize_varying, not_stored_reason, omitted_fields,
-    policy_view, request_forbids_stale, sanitize_age, shares_cookies, update_from_304,
-    varies_on_everything,
+    policy_view, request_forbids_stale, sanitize_age, shares_cookies, stale_allowances,
+    update_from_304, varies_on_everything,
 };
 use super::store::{CacheStore, Entry, Parts as EntryParts};
 use crate::proxy::{Exchange, ProxyBody, ProxyError, empty_body, text_body};
@@ -828,11 +828,18 @@ async fn store_response(
     let h = view.as_ref().unwrap_or(resp.headers());
     // A partial response is not stored (RFC 9111 §3.4 would allow combining
     // parts; this cache stores whole responses and serves ranges of them).
+    // A response stale on arrival is still worth keeping when it can be
+    // revalidated or served stale: `Date` has whole seconds, so `max-age=1`
+    // can arrive with `Age: 1`, and its `stale-if-error` must still cover.
+    let (swr, sie) = stale_allowances(h);
     let storable = policy.is_storable()
         && resp.status() != StatusCode::PARTIAL_CONTENT
         && !varies_on_everything(h)
         && !shares_cookies(h)
-        && (!policy.time_to_live(now).is_zero() || has_validator(h));
+        && (!policy.time_to_live(now).is_zero()
+            || has_validator(h)
+            || !swr.is_zero()
+            || !sie.is_zero());
     if !storable {
         let reason = not_stored_reason(head.headers(), resp.status().as_u16(), h);
         return Ok((

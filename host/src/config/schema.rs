@@ -748,6 +748,10 @@ pub struct PluginRuntimeSection {
     pub fuel: bool,
     /// Quiet time after the last change to a file before it is reloaded.
     pub debounce: Dur,
+    /// A swap to a version whose optimised build is not in the compile
+    /// cache serves a Winch (baseline) build first, then the Cranelift
+    /// build once it is ready.
+    pub baseline_first: bool,
     /// Consecutive failed calls that put a plugin in quarantine.
     pub quarantine_after: u32,
     /// First quarantine; each further one doubles, up to `quarantine_max`.
@@ -762,6 +766,7 @@ impl Default for PluginRuntimeSection {
             watch: true,
             fuel: false,
             debounce: Dur::millis(100),
+            baseline_first: true,
             quarantine_after: 3,
             quarantine_base: Dur::secs(1),
             quarantine_max: Dur::secs(60),
@@ -769,7 +774,7 @@ impl Default for PluginRuntimeSection {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     OperationGenerator,
@@ -823,6 +828,11 @@ impl PluginSection {
 pub struct PluginLimits {
     /// Deadline of one call.
     pub timeout: Dur,
+    /// Deadline of instantiation plus `init`, which runs once per instance
+    /// and may build an interpreter's whole state (a Python or JavaScript
+    /// plugin under the baseline compiler takes hundreds of milliseconds),
+    /// so it is not held to the per-call deadline.
+    pub init_timeout: Dur,
     /// Linear memory the plugin may grow to.
     pub memory: ByteSize,
     /// Fuel (roughly, wasm instructions) per call; unset: unlimited.
@@ -833,6 +843,7 @@ impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
             timeout: Dur::millis(100),
+            init_timeout: Dur::secs(10),
             memory: ByteSize(64 << 20),
             fuel: None,
         }

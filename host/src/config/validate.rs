@@ -537,6 +537,13 @@ fn validate_plugins(config: &Config, p: &mut Problems) {
         if l.timeout.get() > std::time::Duration::from_secs(60) {
             p.add(format!("{key}.limits.timeout"), "must be at most 60s");
         }
+        p.positive(
+            format!("{key}.limits.init_timeout"),
+            l.init_timeout.is_zero(),
+        );
+        if l.init_timeout.get() > std::time::Duration::from_secs(300) {
+            p.add(format!("{key}.limits.init_timeout"), "must be at most 300s");
+        }
         if !(PLUGIN_MEMORY_MIN..=PLUGIN_MEMORY_MAX).contains(&l.memory.0) {
             p.add(
                 format!("{key}.limits.memory"),

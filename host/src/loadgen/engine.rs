@@ -314,12 +314,8 @@ struct Prepared {
 
 fn kind_name(op: &Operation) -> String {
     match op.kind {
-        OpKind::Create => "create".into(),
-        OpKind::Read => "read".into(),
-        OpKind::Update => "update".into(),
-        OpKind::Delete => "delete".into(),
-        OpKind::Custom if op.name.is_empty() => "custom".into(),
-        OpKind::Custom => op.name.clone(),
+        OpKind::Custom if !op.name.is_empty() => op.name.clone(),
+        kind => kind.as_str().into(),
     }
 }
 

@@ -5,17 +5,58 @@
 //! An entry is `MAGIC || sha256(artifact) || artifact`. The checksum is
 //! verified before wasmtime deserializes, so a truncated or corrupted entry is
 //! a miss (and is overwritten), never an error and never unsafe.
+//!
+//! Beside it, [`FunctionCache`]: Cranelift's incremental cache, compiled
+//! functions keyed by their IR. A new version of a plugin shares most of
+//! its functions with the last (a Python or JavaScript plugin is an
+//! interpreter of a few megabytes plus the author's code), so its
+//! optimising compile redoes only what changed. It lives on disk, so a
+//! version loaded from the component cache at start still speeds up the
+//! compile of the next one.
 
+use std::borrow::Cow;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const MAGIC: &[u8; 8] = b"SYCWASM1";
+const FUNCTION_MAGIC: &[u8; 8] = b"SYCFUNC1";
+
+/// `MAGIC || sha256(payload) || payload`, the layout of both caches.
+fn sealed(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + payload.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&Sha256::digest(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of `data` written by [`sealed`] with `magic`, when intact.
+fn unsealed<'a>(magic: &[u8; 8], data: &'a [u8]) -> Option<&'a [u8]> {
+    let rest = data.strip_prefix(magic.as_slice())?;
+    let (sum, payload) = rest.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so a
+/// reader never sees half an entry. Not synced: after a crash an entry may
+/// be empty or short, which its checksum turns into a miss.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "tmp{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    fs::rename(&tmp, path)
+}
 
 #[derive(Debug)]
 pub struct CompiledCache {
@@ -60,17 +101,18 @@ impl CompiledCache {
         ))
     }
 
+    /// Whether an entry exists for this content hash (it may still turn
+    /// out corrupt when loaded).
+    pub fn has(&self, content_hash: &str) -> bool {
+        self.entry_path(content_hash).is_file()
+    }
+
     /// A cached compilation of the component with this content hash, if a
     /// valid one exists.
     pub fn load(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
         let path = self.entry_path(content_hash);
         let data = fs::read(&path).ok()?;
-        let checked = (|| {
-            let rest = data.strip_prefix(MAGIC.as_slice())?;
-            let (sum, artifact) = rest.split_at_checked(32)?;
-            (Sha256::digest(artifact).as_slice() == sum).then_some(artifact)
-        })();
-        let Some(artifact) = checked else {
+        let Some(artifact) = unsealed(MAGIC, &data) else {
             tracing::warn!(
                 "compiled-plugin cache entry {} is corrupt; recompiling",
                 path.display()
@@ -99,14 +141,7 @@ impl CompiledCache {
         let result = (|| -> anyhow::Result<()> {
             let artifact = component.serialize()?;
             fs::create_dir_all(&self.dir)?;
-            let path = self.entry_path(content_hash);
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&Sha256::digest(&artifact))?;
-            f.write_all(&artifact)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
+            write_atomically(&self.entry_path(content_hash), &sealed(MAGIC, &artifact))?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -115,5 +150,65 @@ impl CompiledCache {
                 self.dir.display()
             );
         }
+    }
+}
+
+/// Cranelift's incremental cache on disk: one sealed file per compiled
+/// function under `functions/`, named by the hash of Cranelift's key (which
+/// covers the function's IR and the compiler's settings). A missing,
+/// corrupt or unwritable entry only means that function is compiled again.
+#[derive(Debug)]
+pub struct FunctionCache {
+    dir: PathBuf,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl FunctionCache {
+    pub fn new(cache_dir: &Path) -> Self {
+        FunctionCache {
+            dir: cache_dir.join("functions"),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn path(&self, key: &[u8]) -> PathBuf {
+        let name = content_hash(key);
+        self.dir.join(&name[..2]).join(&name[2..40])
+    }
+
+    /// Functions found and not found so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let found = fs::read(self.path(key)).ok().and_then(|mut data| {
+            let header = data.len() - unsealed(FUNCTION_MAGIC, &data)?.len();
+            data.drain(..header);
+            Some(data)
+        });
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Relaxed);
+        found.map(Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let path = self.path(key);
+        let written = path
+            .parent()
+            .is_some_and(|dir| fs::create_dir_all(dir).is_ok())
+            && write_atomically(&path, &sealed(FUNCTION_MAGIC, &value)).is_ok();
+        if !written {
+            tracing::debug!("cannot write {}", path.display());
+        }
+        written
     }
 }

@@ -6,7 +6,7 @@
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::generate::{BatchContext, OpResult, Operation};
+use super::bindings::generate::{BatchContext, OpKind, OpResult, Operation};
 use super::bindings::generator_world::{OperationGenerator, OperationGeneratorPre};
 use super::bindings::v0_1::generator_world as v0_1;
 use super::compat::{self, Versioned};
@@ -15,6 +15,19 @@ use super::plugin::{InitArgs, Kind, Plugin, PluginFailure, at_most};
 use crate::config::PluginKind;
 
 pub struct GeneratorKind;
+
+impl OpKind {
+    /// The kind as the contract spells it, and as reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Read => "read",
+            OpKind::Update => "update",
+            OpKind::Delete => "delete",
+            OpKind::Custom => "custom",
+        }
+    }
+}
 
 /// Largest request body a generated operation may carry.
 pub const MAX_BODY: usize = 16 << 20;

@@ -129,8 +129,44 @@ impl OutputStream for StderrTail {
     }
 }
 
+/// `host.log` lines kept for `plugin test`'s report: level and message, the
+/// first [`LOG_CAPTURE_LINES`] of them.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<(LogLevel, String)>>>);
+
+/// Lines a [`LogCapture`] keeps.
+pub const LOG_CAPTURE_LINES: usize = 1000;
+
+impl LogCapture {
+    fn push(&self, level: LogLevel, message: &str) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() < LOG_CAPTURE_LINES {
+            lines.push((level, message.to_string()));
+        }
+    }
+
+    /// The lines kept so far, in order, and forgets them.
+    pub fn take(&self) -> Vec<(LogLevel, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
 pub struct HostState {
     pub plugin: Arc<str>,
+    /// Where `host.log` lines also go, if anywhere.
+    pub log_capture: Option<LogCapture>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub memory: MemoryCap,
@@ -147,6 +183,7 @@ impl HostState {
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         HostState {
             plugin,
+            log_capture: None,
             wasi,
             table: ResourceTable::new(),
             memory: MemoryCap {
@@ -172,6 +209,9 @@ impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
         // Bound what a plugin can put in one log line.
         let message: String = message.chars().take(2000).collect();
+        if let Some(capture) = &self.log_capture {
+            capture.push(level, &message);
+        }
         let plugin = &*self.plugin;
         match level {
             LogLevel::Trace => tracing::trace!(plugin, "{message}"),

@@ -8,6 +8,14 @@
 //! counts as a failure; after `quarantine_after` failures in a row the plugin
 //! is quarantined for an exponentially growing time, during which calls fail
 //! at once without running plugin code.
+//!
+//! A swap to a version the compile cache has not seen serves it from a
+//! Winch build first (see [`PluginEngine::baseline`]): a Python or
+//! JavaScript plugin carries an interpreter of megabytes, whose optimising
+//! compile takes seconds. A thread then makes the Cranelift build and puts
+//! it in place the same way a swap does (the Winch instance hands over its
+//! state), unless a newer version came first. That second step is not
+//! counted as a swap: `/admin/plugins` shows it as `compiler`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +31,7 @@ use wasmtime::component::InstancePre;
 
 use super::cache::CacheOutcome;
 use super::compat::Instantiate;
-use super::engine::PluginEngine;
+use super::engine::{Compiled, Compiler, PluginEngine};
 use super::host_state::HostState;
 use crate::clock;
 use crate::config::{PluginKind, PluginLimits, PluginRuntimeSection, PluginSection};
@@ -125,6 +133,8 @@ impl std::error::Error for PluginFailure {}
 struct Live<K: Kind> {
     store: Store<HostState>,
     bindings: K::Bindings,
+    /// How long `init` took.
+    init_us: f64,
 }
 
 /// One loaded version of a plugin's file.
@@ -132,6 +142,14 @@ pub struct Version<K: Kind> {
     pub content_hash: String,
     pub loaded_at: SystemTime,
     pub cache: CacheOutcome,
+    /// How long this version's first `init` took, in microseconds.
+    pub init_us: f64,
+    /// How long its compile (or the compile cache's read) took.
+    pub compile_time: std::time::Duration,
+    /// How long instantiating it and running `init` took.
+    pub start_time: std::time::Duration,
+    /// The engine it was compiled by; its stores are made there.
+    engine: Arc<PluginEngine>,
     pre: K::Pre,
     live: Mutex<Option<Live<K>>>,
 }
@@ -176,12 +194,15 @@ impl PluginMetrics {
 struct Stats {
     calls: AtomicU64,
     failures: Mutex<BTreeMap<FailureCause, u64>>,
-    last_error: Mutex<Option<String>>,
+    /// The last failure's text and when it happened.
+    last_error: Mutex<Option<(String, SystemTime)>>,
     swaps: AtomicU64,
     swap_failures: AtomicU64,
     consecutive_failures: AtomicU32,
     quarantines: AtomicU32,
     quarantined_until_ms: AtomicU64,
+    /// Largest linear memory of instances discarded after a failure.
+    peak_memory: AtomicU64,
 }
 
 /// A configured plugin of kind `K`.
@@ -212,9 +233,16 @@ pub struct PluginView {
     pub calls: u64,
     pub failures: u64,
     pub failures_by_cause: BTreeMap<String, u64>,
+    /// The last failure (of a call or a swap) since the last successful
+    /// swap, as `cause: message`.
     pub last_error: Option<String>,
+    /// When `last_error` happened, RFC 3339.
+    pub last_error_at: Option<String>,
     pub swaps: u64,
     pub swap_failures: u64,
+    /// What compiled the version serving: `cranelift`, or `winch` for the
+    /// moments after a swap until the optimised build is in place.
+    pub compiler: String,
     pub consecutive_failures: u32,
     pub quarantined: bool,
     pub quarantined_for_ms: u64,
@@ -223,12 +251,23 @@ pub struct PluginView {
 /// Result of a reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reloaded {
-    Swapped { from: String, to: String },
+    Swapped {
+        from: String,
+        to: String,
+        /// What compiled the version now serving (Winch until its
+        /// optimised build is in place).
+        compiler: Compiler,
+    },
     Unchanged,
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// A lock on plugin bookkeeping; a panic elsewhere never leaves it unusable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps a message to one readable line of bounded length.
@@ -250,19 +289,48 @@ impl<K: Kind> Plugin<K> {
         runtime: &PluginRuntimeSection,
         engine: Arc<PluginEngine>,
     ) -> Result<Self, String> {
+        Self::load_with(section, base_dir, runtime, engine, 0, None)
+    }
+
+    /// As [`Plugin::load`], with the seed and the handed-over state `init`
+    /// is given (a generator's; `plugin test` replays a swap with it).
+    pub fn load_with(
+        section: &PluginSection,
+        base_dir: &Path,
+        runtime: &PluginRuntimeSection,
+        engine: Arc<PluginEngine>,
+        seed: u64,
+        handoff: Option<Vec<u8>>,
+    ) -> Result<Self, String> {
+        let bytes = read_file(&base_dir.join(&section.path))?;
+        let hash = super::cache::content_hash(&bytes);
+        let compiled = engine.compile(&bytes, &hash, K::KIND)?;
+        Self::load_compiled(section, base_dir, runtime, engine, compiled, seed, handoff)
+    }
+
+    /// As [`Plugin::load_with`], for the file already compiled by `engine`
+    /// (`plugin test` compiles it first to learn its kind).
+    pub fn load_compiled(
+        section: &PluginSection,
+        base_dir: &Path,
+        runtime: &PluginRuntimeSection,
+        engine: Arc<PluginEngine>,
+        compiled: Compiled,
+        seed: u64,
+        handoff: Option<Vec<u8>>,
+    ) -> Result<Self, String> {
         let path = base_dir.join(&section.path);
         let name: Arc<str> = Arc::from(section.name.as_str());
         let config = section.config_string();
-        let bytes = read_file(&path)?;
-        let version = Self::build_version(
+        let version = Self::start_version(
             &engine,
             &name,
-            &bytes,
+            compiled,
             &section.limits,
             &InitArgs {
                 config: &config,
-                seed: 0,
-                handoff: None,
+                seed,
+                handoff,
             },
         )?;
         Ok(Plugin {
@@ -275,7 +343,7 @@ impl<K: Kind> Plugin<K> {
             engine,
             current: ArcSwap::from_pointee(version),
             stats: Stats::default(),
-            seed: AtomicU64::new(0),
+            seed: AtomicU64::new(seed),
             swap_lock: Mutex::new(()),
         })
     }
@@ -285,16 +353,15 @@ impl<K: Kind> Plugin<K> {
         name: &Arc<str>,
         limits: &PluginLimits,
     ) -> Store<HostState> {
-        let mut store = Store::new(
-            engine.engine(),
-            HostState::new(name.clone(), limits.memory.0 as usize),
-        );
+        let mut state = HostState::new(name.clone(), limits.memory.0 as usize);
+        state.log_capture = engine.log_capture();
+        let mut store = Store::new(engine.engine(), state);
         store.limiter(|s| &mut s.memory);
         store
     }
 
-    fn arm(store: &mut Store<HostState>, limits: &PluginLimits) {
-        store.set_epoch_deadline(PluginEngine::deadline_ticks(limits.timeout.get()));
+    fn arm(store: &mut Store<HostState>, limits: &PluginLimits, deadline: Deadline) {
+        store.set_epoch_deadline(PluginEngine::deadline_ticks(deadline.of(limits).get()));
         // Fails only when the engine does not meter fuel; then there is no
         // fuel limit to set (validation requires metering for `limits.fuel`).
         let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
@@ -311,32 +378,38 @@ impl<K: Kind> Plugin<K> {
     ) -> Result<Live<K>, (FailureCause, String)> {
         let mut store = Self::new_store(engine, name, limits);
         let _running = engine.running();
-        Self::arm(&mut store, limits);
+        Self::arm(&mut store, limits, Deadline::Init);
         let bindings = K::instantiate(pre, &mut store).map_err(|e| {
-            let (cause, what) = explain(&e, &store, limits);
+            let (cause, what) = explain(&e, &store, limits, Deadline::Init);
             (cause, format!("instantiation failed: {what}"))
         })?;
+        let started = Instant::now();
         match K::init(&bindings, &mut store, args) {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Ok(())) => Ok(Live {
+                store,
+                bindings,
+                init_us: started.elapsed().as_secs_f64() * 1e6,
+            }),
             Ok(Err(reason)) => Err((
                 FailureCause::Init,
                 short(format!("init refused its config: {reason}")),
             )),
             Err(e) => {
-                let (cause, what) = explain(&e, &store, limits);
+                let (cause, what) = explain(&e, &store, limits, Deadline::Init);
                 Err((cause, format!("init failed: {what}")))
             }
         }
     }
 
-    fn build_version(
+    /// A version of `compiled` (by `engine`), instantiated and initialised.
+    fn start_version(
         engine: &Arc<PluginEngine>,
         name: &Arc<str>,
-        bytes: &[u8],
+        compiled: Compiled,
         limits: &PluginLimits,
         args: &InitArgs<'_>,
     ) -> Result<Version<K>, String> {
-        let compiled = engine.compile(bytes, K::KIND)?;
+        let started = Instant::now();
         let pre = K::prepare(compiled.pre)
             .map_err(|e| short(format!("does not match the {} world: {e:#}", K::KIND)))?;
         let live = Self::start_live(engine, name, &pre, limits, args).map_err(|(_, m)| m)?;
@@ -344,6 +417,10 @@ impl<K: Kind> Plugin<K> {
             content_hash: compiled.content_hash,
             loaded_at: SystemTime::now(),
             cache: compiled.cache,
+            init_us: live.init_us,
+            compile_time: compiled.compile_time,
+            start_time: started.elapsed(),
+            engine: engine.clone(),
             pre,
             live: Mutex::new(Some(live)),
         })
@@ -415,7 +492,7 @@ impl<K: Kind> Plugin<K> {
                 seed: self.seed.load(Relaxed),
                 handoff: None,
             };
-            match Self::start_live(&self.engine, &self.name, &version.pre, limits, &args) {
+            match Self::start_live(&version.engine, &self.name, &version.pre, limits, &args) {
                 Ok(live) => *slot = Some(live),
                 Err((cause, message)) => {
                     let cause = if cause == FailureCause::Trap {
@@ -430,8 +507,8 @@ impl<K: Kind> Plugin<K> {
         let Some(live) = slot.as_mut() else {
             return Err(self.failed(FailureCause::Init, "no instance".into(), true));
         };
-        let _running = self.engine.running();
-        Self::arm(&mut live.store, limits);
+        let _running = version.engine.running();
+        Self::arm(&mut live.store, limits, Deadline::Call);
         let started = Instant::now();
         let result = f(&mut live.store, &live.bindings);
         self.metrics
@@ -448,7 +525,9 @@ impl<K: Kind> Plugin<K> {
                 Err(why) => Err(self.failed(FailureCause::Output, why, true)),
             },
             Err(e) => {
-                let (cause, what) = explain(&e, &live.store, limits);
+                let (cause, what) = explain(&e, &live.store, limits, Deadline::Call);
+                let peak = live.store.data().memory.peak_bytes as u64;
+                self.stats.peak_memory.fetch_max(peak, Relaxed);
                 // A trapped instance may be in any state: never reuse it.
                 *slot = None;
                 Err(self.failed(cause, what, true))
@@ -480,12 +559,7 @@ impl<K: Kind> Plugin<K> {
             c.increment(1);
         }
         if counts_towards_quarantine {
-            *self
-                .stats
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) =
-                Some(format!("{}: {message}", cause.as_str()));
+            self.set_last_error(Some(format!("{}: {message}", cause.as_str())));
             tracing::warn!(plugin = %self.name, kind = %K::KIND, cause = cause.as_str(), "plugin call failed: {message}");
             let consecutive = self.stats.consecutive_failures.fetch_add(1, Relaxed) + 1;
             if consecutive >= self.runtime.quarantine_after {
@@ -517,105 +591,169 @@ impl<K: Kind> Plugin<K> {
 
     /// Re-reads the file and swaps in the new version if it changed (or
     /// always, with `force`). The old version keeps serving if anything fails.
-    pub fn reload(&self, force: bool) -> Result<Reloaded, String> {
+    pub fn reload(self: &Arc<Self>, force: bool) -> Result<Reloaded, String> {
         let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.try_reload(force);
         match &result {
-            Ok(Reloaded::Swapped { from, to }) => {
+            Ok(Reloaded::Swapped { from, to, .. }) => {
                 self.stats.swaps.fetch_add(1, Relaxed);
                 self.metrics.swaps.increment(1);
                 self.stats.quarantined_until_ms.store(0, Relaxed);
                 self.stats.consecutive_failures.store(0, Relaxed);
                 self.stats.quarantines.store(0, Relaxed);
                 self.metrics.quarantined.set(0.0);
-                tracing::info!(plugin = %self.name, "swapped in version {} (was {})", &to[..12], &from[..12]);
+                // The new version has not failed yet.
+                self.set_last_error(None);
+                let v = self.current.load();
+                tracing::info!(
+                    plugin = %self.name,
+                    "swapped in version {} (was {}): compiled by {} in {} ms, started in {} ms",
+                    &to[..12],
+                    &from[..12],
+                    v.engine.compiler().as_str(),
+                    v.compile_time.as_millis(),
+                    v.start_time.as_millis()
+                );
             }
             Ok(Reloaded::Unchanged) => {}
             Err(e) => {
                 self.stats.swap_failures.fetch_add(1, Relaxed);
                 self.metrics.swap_failures.increment(1);
-                *self
-                    .stats
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(format!("reload: {e}"));
+                self.set_last_error(Some(format!("reload: {e}")));
                 tracing::error!(plugin = %self.name, "reload failed, the previous version keeps serving: {e}");
             }
         }
         result
     }
 
-    fn try_reload(&self, force: bool) -> Result<Reloaded, String> {
+    fn set_last_error(&self, error: Option<String>) {
+        *lock(&self.stats.last_error) = error.map(|e| (e, SystemTime::now()));
+    }
+
+    /// The state `old`'s live instance hands to its successor, if any.
+    fn handoff_of(&self, old: &Version<K>) -> Option<Vec<u8>> {
+        let mut slot = old.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = slot.as_mut()?;
+        let _running = old.engine.running();
+        Self::arm(&mut live.store, &self.section.limits, Deadline::Call);
+        K::handoff(&live.bindings, &mut live.store).unwrap_or_else(|e| {
+            tracing::warn!(plugin = %self.name, "old version could not hand over its state: {e:#}");
+            None
+        })
+    }
+
+    fn try_reload(self: &Arc<Self>, force: bool) -> Result<Reloaded, String> {
         let bytes = read_file(&self.path)?;
         let old = self.current.load_full();
         let hash = super::cache::content_hash(&bytes);
         if !force && hash == old.content_hash {
             return Ok(Reloaded::Unchanged);
         }
-        let handoff = {
-            let mut slot = old.live.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_mut() {
-                Some(live) => {
-                    let _running = self.engine.running();
-                    Self::arm(&mut live.store, &self.section.limits);
-                    K::handoff(&live.bindings, &mut live.store).unwrap_or_else(|e| {
-                        tracing::warn!(plugin = %self.name, "old version could not hand over its state: {e:#}");
-                        None
-                    })
-                }
-                None => None,
-            }
-        };
+        // Not yet compiled by Cranelift: serve a Winch build meanwhile.
+        let engine = self
+            .runtime
+            .baseline_first
+            .then(|| self.engine.baseline())
+            .flatten()
+            .filter(|_| !self.engine.has_compiled(&hash))
+            .unwrap_or_else(|| self.engine.clone());
         let args = InitArgs {
             config: &self.config,
             seed: self.seed.load(Relaxed),
-            handoff,
+            handoff: self.handoff_of(&old),
         };
-        let version = Self::build_version(
+        let compiled = engine.compile(&bytes, &hash, K::KIND)?;
+        let version =
+            Self::start_version(&engine, &self.name, compiled, &self.section.limits, &args)?;
+        self.current.store(Arc::new(version));
+        if engine.compiler() == Compiler::Winch {
+            self.optimise_later(bytes, hash.clone());
+        }
+        Ok(Reloaded::Swapped {
+            from: old.content_hash.clone(),
+            to: hash,
+            compiler: engine.compiler(),
+        })
+    }
+
+    /// Makes the Cranelift build of the version with `content_hash` on a
+    /// thread of its own, and puts it in place of the Winch build serving
+    /// it, unless another version was swapped in meanwhile. A failure leaves
+    /// the Winch build serving, and is logged.
+    fn optimise_later(self: &Arc<Self>, bytes: Vec<u8>, content_hash: String) {
+        let plugin = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                if let Err(e) = plugin.optimise(&bytes, &content_hash) {
+                    tracing::warn!(plugin = %plugin.name, "the optimised build failed; the baseline build keeps serving: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(plugin = %self.name, "cannot start the optimised build: {e}");
+        }
+    }
+
+    fn optimise(&self, bytes: &[u8], content_hash: &str) -> Result<(), String> {
+        let compiled = self.engine.compile(bytes, content_hash, K::KIND)?;
+        let _one_at_a_time = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let serving = self.current.load_full();
+        if serving.content_hash != content_hash || serving.engine.compiler() != Compiler::Winch {
+            return Ok(());
+        }
+        let args = InitArgs {
+            config: &self.config,
+            seed: self.seed.load(Relaxed),
+            handoff: self.handoff_of(&serving),
+        };
+        let mut version = Self::start_version(
             &self.engine,
             &self.name,
-            &bytes,
+            compiled,
             &self.section.limits,
             &args,
         )?;
-        let to = version.content_hash.clone();
+        version.loaded_at = serving.loaded_at;
+        tracing::info!(
+            plugin = %self.name,
+            "version {} now runs its optimised build: compiled by cranelift in {} ms, started in {} ms",
+            &content_hash[..12],
+            version.compile_time.as_millis(),
+            version.start_time.as_millis()
+        );
         self.current.store(Arc::new(version));
-        Ok(Reloaded::Swapped {
-            from: old.content_hash.clone(),
-            to,
-        })
+        Ok(())
     }
 
     /// Instantiates the current version in a fresh store and drops it: the
     /// cost of a cold start (pooling allocator included), without `init`.
     pub fn instantiate_check(&self) -> Result<(), String> {
         let version = self.current.load();
-        let mut store = Self::new_store(&self.engine, &self.name, &self.section.limits);
-        let _running = self.engine.running();
-        Self::arm(&mut store, &self.section.limits);
+        let mut store = Self::new_store(&version.engine, &self.name, &self.section.limits);
+        let _running = version.engine.running();
+        Self::arm(&mut store, &self.section.limits, Deadline::Init);
         K::instantiate(&version.pre, &mut store)
             .map(drop)
             .map_err(|e| format!("{e:#}"))
     }
 
-    /// Largest linear memory the live instance has reached.
+    /// Largest linear memory an instance has reached: the live one, or
+    /// one discarded after a failure (running out of memory, say).
     pub fn peak_memory_bytes(&self) -> usize {
         let version = self.current.load();
         let slot = version.live.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref()
-            .map_or(0, |live| live.store.data().memory.peak_bytes)
+        let live = slot
+            .as_ref()
+            .map_or(0, |live| live.store.data().memory.peak_bytes);
+        live.max(self.stats.peak_memory.load(Relaxed) as usize)
     }
 
     pub fn view(&self) -> PluginView {
         let v = self.current.load();
-        let failures = self
-            .stats
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let failures = lock(&self.stats.failures).clone();
         let now = clock::now_ms();
         let until = self.stats.quarantined_until_ms.load(Relaxed);
+        let last_error = lock(&self.stats.last_error).clone();
         PluginView {
             name: self.name.to_string(),
             kind: K::KIND.as_str().into(),
@@ -629,14 +767,13 @@ impl<K: Kind> Plugin<K> {
                 .iter()
                 .map(|(c, n)| (c.as_str().to_string(), *n))
                 .collect(),
-            last_error: self
-                .stats
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_error_at: last_error
+                .as_ref()
+                .map(|(_, at)| humantime::format_rfc3339_millis(*at).to_string()),
+            last_error: last_error.map(|(e, _)| e),
             swaps: self.stats.swaps.load(Relaxed),
             swap_failures: self.stats.swap_failures.load(Relaxed),
+            compiler: v.engine.compiler().as_str().into(),
             consecutive_failures: self.stats.consecutive_failures.load(Relaxed),
             quarantined: until > now,
             quarantined_for_ms: until.saturating_sub(now),
@@ -653,18 +790,48 @@ impl<K: Kind> Plugin<K> {
     }
 }
 
+/// Which deadline plugin code runs under: instantiation and `init` build
+/// the instance once and get `limits.init_timeout`; every other call gets
+/// `limits.timeout`.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Init,
+    Call,
+}
+
+impl Deadline {
+    fn of(self, limits: &PluginLimits) -> crate::config::Dur {
+        match self {
+            Deadline::Init => limits.init_timeout,
+            Deadline::Call => limits.timeout,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Deadline::Init => "limits.init_timeout",
+            Deadline::Call => "limits.timeout",
+        }
+    }
+}
+
 /// Sorts a wasmtime error into a failure cause and says what happened, with
 /// the last thing the plugin wrote to stderr (a panic message, typically).
 fn explain(
     e: &wasmtime::Error,
     store: &Store<HostState>,
     limits: &PluginLimits,
+    deadline: Deadline,
 ) -> (FailureCause, String) {
     let trap = e.downcast_ref::<wasmtime::Trap>();
     let (cause, what) = match trap {
         Some(wasmtime::Trap::Interrupt) => (
             FailureCause::Timeout,
-            format!("did not return within {} (limits.timeout)", limits.timeout),
+            format!(
+                "did not return within {} ({})",
+                deadline.of(limits),
+                deadline.key()
+            ),
         ),
         Some(wasmtime::Trap::OutOfFuel) => (
             FailureCause::Fuel,

@@ -1,18 +1,30 @@
 //! `switchyard plugin test`: runs a plugin against a recorded input without a
-//! proxy and reports its output, timing and memory as JSON.
+//! proxy, under the proxy's limits, and reports its output, every call's
+//! time (`init` first), its `host.log` lines and its peak memory as JSON.
+//! With an `expect` block it is a test case: it exits 1 and prints what is
+//! missing when the output lacks what the block names.
 //!
 //! Input (all keys optional):
 //!
 //! ```json
 //! { "config": {"min_requests": 5},            // handed to init (a string is passed as is)
 //!   "snapshot": { "current": { "requests": 100, "errors": 30 } },   // alert rules, optimizers
-//!   "state": "…",                             // optimizers: the previous decision's state
-//!   "seed": 1, "batches": 2, "batch_size": 10, "simulate": true }   // generators
+//!   "state": "…",       // optimizers: the previous decision's state;
+//!                       // generators: what the previous version's save-state returned
+//!   "seed": 1, "batches": 2, "batch_size": 10, "simulate": true,    // generators
+//!   "expect": { "findings": [{"key": "p99", "active": true}],       // alert rules
+//!               "adjustments": [{"knob": "concurrency_limit"}],     // optimizers
+//!               "operations": [{"kind": "create"}] } }              // generators
 //! ```
 //!
 //! A bare snapshot object is accepted as the whole input. For generators,
 //! `simulate` feeds each batch back as successful results (creates get ids
 //! `sim-1`, `sim-2`, …) so a stateful generator can be watched at work.
+//!
+//! Each `expect` entry must match at least one item of the output: every
+//! key it names must be there with an equal value (objects match the same
+//! way, key by key; numbers as numbers). `"quiet": true` asks that no
+//! finding is active.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +33,15 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::bindings::alert::Finding;
 use super::bindings::generate::{BatchContext, IdSource, OpKind, OpResult, Operation};
-use super::{AlertPlugin, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginFailure, contract};
+use super::bindings::optimize::Adjustment;
+use super::host_state::LogCapture;
+use super::{
+    AlertPlugin, Compiled, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginFailure, contract,
+};
 use crate::config::{PluginKind, PluginLimits, PluginRuntimeSection, PluginSection};
+use crate::proxy::registry::{CACHE_CAPACITY, CONCURRENCY_LIMIT};
 use crate::telemetry::Snapshot;
 
 #[derive(Deserialize, Default)]
@@ -36,6 +54,20 @@ struct Input {
     batches: Option<u32>,
     batch_size: Option<u32>,
     simulate: Option<bool>,
+    expect: Option<Expect>,
+}
+
+/// What the output must hold; see the module doc.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    findings: Vec<Value>,
+    #[serde(default)]
+    adjustments: Vec<Value>,
+    #[serde(default)]
+    operations: Vec<Value>,
+    quiet: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -44,6 +76,9 @@ pub enum TryRunError {
     BadInput(String),
     /// The plugin ran and failed; the report says how.
     PluginFailed(Value),
+    /// The plugin ran, and its output lacks what `expect` names; the
+    /// report's `expect.missing` says what.
+    ExpectationFailed(Value),
 }
 
 fn read_input(path: Option<&Path>) -> Result<Input, String> {
@@ -66,16 +101,24 @@ fn read_input(path: Option<&Path>) -> Result<Input, String> {
     serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Runs the plugin in `file` against the input in `input`.
-pub fn try_run(file: &Path, input: Option<&Path>) -> Result<Value, TryRunError> {
+/// Runs the plugin in `file` against the input in `input`, each call held
+/// to `limits` as the proxy would hold it.
+pub fn try_run(
+    file: &Path,
+    input: Option<&Path>,
+    limits: PluginLimits,
+    compiler: super::Compiler,
+) -> Result<Value, TryRunError> {
     let input = read_input(input).map_err(TryRunError::BadInput)?;
     let bytes = std::fs::read(file)
         .map_err(|e| TryRunError::BadInput(format!("cannot read {}: {e}", file.display())))?;
-    let engine =
-        PluginEngine::new(None, false).map_err(|e| TryRunError::BadInput(format!("{e:#}")))?;
+    let engine = PluginEngine::with_compiler(None, limits.fuel.is_some(), compiler)
+        .map_err(|e| TryRunError::BadInput(format!("{e:#}")))?;
+    let logs = engine.capture_logs();
     let started = Instant::now();
-    let (component, _, cache, _) = engine
-        .component(&bytes)
+    let hash = super::content_hash(&bytes);
+    let (component, cache, compile_time) = engine
+        .component(&bytes, &hash)
         .map_err(|e| TryRunError::BadInput(format!("{}: {e}", file.display())))?;
     let kind = contract::detect(engine.engine(), &component)
         .map_err(|e| TryRunError::BadInput(format!("{}: {e}", file.display())))?;
@@ -89,7 +132,7 @@ pub fn try_run(file: &Path, input: Option<&Path>) -> Result<Value, TryRunError> 
         kind,
         path: absolute.clone(),
         config: input.config.clone(),
-        limits: PluginLimits::default(),
+        limits,
     };
     let runtime = PluginRuntimeSection {
         quarantine_after: u32::MAX,
@@ -99,26 +142,169 @@ pub fn try_run(file: &Path, input: Option<&Path>) -> Result<Value, TryRunError> 
         "plugin": absolute.display().to_string(),
         "kind": kind.as_str(),
         "compiled_from_cache": cache == super::CacheOutcome::Hit,
+        "compiler": compiler.as_str(),
     });
-    let loaded = Loaded::load(kind, &section, &runtime, engine).map_err(|e| {
-        report["error"] = json!({ "cause": "load", "message": e });
+    report["limits"] = json!({
+        "timeout_ms": section.limits.timeout.get().as_millis() as u64,
+        "init_timeout_ms": section.limits.init_timeout.get().as_millis() as u64,
+        "memory_bytes": section.limits.memory.0,
+        "fuel": section.limits.fuel,
+    });
+    let loaded = engine
+        .prepare(component, &hash, cache, compile_time, kind)
+        .and_then(|compiled| Loaded::load(kind, &section, &runtime, engine, compiled, &input));
+    let mut log = log_lines(&logs);
+    let loaded = loaded.map_err(|e| {
+        report["logs"] = json!(log);
+        report["error"] = json!({ "cause": "init", "message": e });
         TryRunError::PluginFailed(report.clone())
     })?;
     report["load_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     let view = loaded.view();
     report["content_hash"] = json!(view.content_hash);
-    let mut calls = Vec::new();
+    let mut calls = vec![json!({ "call": "init", "us": loaded.init_us() })];
     let outcome = loaded.run(&input, &mut calls);
     report["calls"] = json!(calls);
+    log.extend(log_lines(&logs));
+    report["logs"] = json!(log);
     report["memory_peak_bytes"] = json!(loaded.peak_memory());
     match outcome {
         Ok(output) => {
             report["output"] = output;
+            if let Some(expect) = &input.expect {
+                let missing = expect.missing(&report["output"]);
+                report["expect"] = json!({ "passed": missing.is_empty(), "missing": missing });
+                if !missing.is_empty() {
+                    return Err(TryRunError::ExpectationFailed(report));
+                }
+            }
             Ok(report)
         }
         Err(f) => {
             report["error"] = json!({ "cause": f.cause.as_str(), "message": f.message });
             Err(TryRunError::PluginFailed(report))
+        }
+    }
+}
+
+fn log_lines(logs: &LogCapture) -> Vec<Value> {
+    logs.take()
+        .into_iter()
+        .map(|(level, message)| json!({ "level": level.as_str(), "message": message }))
+        .collect()
+}
+
+/// Whether `actual` holds everything `expected` names: equal scalars
+/// (numbers compared as numbers), objects key by key, arrays item by item.
+fn matches(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|got| matches(v, got))),
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(x, y)| matches(x, y))
+        }
+        (Value::Number(e), Value::Number(a)) => e.as_f64() == a.as_f64(),
+        _ => expected == actual,
+    }
+}
+
+impl Expect {
+    /// The expectations the output does not meet, each with what was there
+    /// instead.
+    fn missing(&self, output: &Value) -> Vec<Value> {
+        let operations: Vec<Value> = output["batches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .cloned()
+            .collect();
+        let findings = output["findings"].as_array().cloned().unwrap_or_default();
+        let adjustments = output["adjustments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        for (what, wanted, got) in [
+            ("findings", &self.findings, &findings),
+            ("adjustments", &self.adjustments, &adjustments),
+            ("operations", &self.operations, &operations),
+        ] {
+            for w in wanted {
+                if !got.iter().any(|g| matches(w, g)) {
+                    missing.push(json!({ "expected": what, "item": w, "got": got }));
+                }
+            }
+        }
+        if self.quiet == Some(true) {
+            let active: Vec<&Value> = findings.iter().filter(|f| f["active"] == true).collect();
+            if !active.is_empty() {
+                missing.push(
+                    json!({ "expected": "quiet", "item": "no active finding", "got": active }),
+                );
+            }
+        }
+        missing
+    }
+}
+
+/// A failed `expect` block as lines a person reads: what was expected
+/// (`- `) and what the output held instead (`+ `).
+pub fn expectation_diff(report: &Value) -> String {
+    let mut out = String::new();
+    for m in report["expect"]["missing"].as_array().into_iter().flatten() {
+        let what = m["expected"].as_str().unwrap_or("?");
+        out.push_str(&format!("{what}: nothing matches\n- {}\n", m["item"]));
+        // What there was, shown by the keys the expectation names, each
+        // distinct item once.
+        let mut got: Vec<Value> = Vec::new();
+        for g in m["got"].as_array().into_iter().flatten() {
+            let shown = match (&m["item"], g) {
+                (Value::Object(want), Value::Object(have)) => Value::Object(
+                    have.iter()
+                        .filter(|(k, _)| want.contains_key(*k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                _ => g.clone(),
+            };
+            if !got.contains(&shown) {
+                got.push(shown);
+            }
+        }
+        if got.is_empty() {
+            out.push_str("+ (none)\n");
+        }
+        for g in got.iter().take(20) {
+            out.push_str(&format!("+ {g}\n"));
+        }
+        if got.len() > 20 {
+            out.push_str(&format!("+ … {} more\n", got.len() - 20));
+        }
+    }
+    out
+}
+
+/// A finding as the admin API writes it: severity in lower case.
+fn finding_value(f: &Finding) -> Value {
+    let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+    v["severity"] = json!(crate::alerts::severity_name(f.severity));
+    v
+}
+
+/// An adjustment named as `/admin/optimizer` names its knob.
+fn adjustment_value(a: &Adjustment) -> Value {
+    match a {
+        Adjustment::ConcurrencyLimit(n) => json!({ "knob": CONCURRENCY_LIMIT, "value": n }),
+        Adjustment::BackendWeight(w) => json!({
+            "knob": format!("weight {}", w.backend),
+            "backend": w.backend,
+            "value": w.weight,
+        }),
+        Adjustment::CacheCapacityBytes(n) => {
+            json!({ "knob": CACHE_CAPACITY, "value": n })
         }
     }
 }
@@ -144,33 +330,63 @@ fn bytes_value(bytes: &[u8]) -> Value {
     }
 }
 
+/// An operation as the contract spells it: kinds and id sources in
+/// kebab case, a text body as text.
 fn operation_value(op: &Operation) -> Value {
     let mut v = serde_json::to_value(op).unwrap_or(Value::Null);
+    v["kind"] = json!(op.kind.as_str());
     if let Some(body) = &op.body {
         v["body"] = bytes_value(body);
     }
+    v["capture_id"] = match &op.capture_id {
+        Some(IdSource::JsonField(f)) => json!({ "json-field": f }),
+        Some(IdSource::Header(h)) => json!({ "header": h }),
+        None => Value::Null,
+    };
     v
 }
 
 impl Loaded {
+    /// A plugin of `kind` from `compiled`, initialised as the proxy would.
     fn load(
         kind: PluginKind,
         section: &PluginSection,
         runtime: &PluginRuntimeSection,
         engine: Arc<PluginEngine>,
+        compiled: Compiled,
+        input: &Input,
     ) -> Result<Loaded, String> {
         let base = PathBuf::new();
         Ok(match kind {
-            PluginKind::AlertRule => {
-                Loaded::Alert(AlertPlugin::load(section, &base, runtime, engine)?)
-            }
-            PluginKind::Optimizer => {
-                Loaded::Optimizer(OptimizerPlugin::load(section, &base, runtime, engine)?)
-            }
+            PluginKind::AlertRule => Loaded::Alert(AlertPlugin::load_compiled(
+                section, &base, runtime, engine, compiled, 0, None,
+            )?),
+            PluginKind::Optimizer => Loaded::Optimizer(OptimizerPlugin::load_compiled(
+                section, &base, runtime, engine, compiled, 0, None,
+            )?),
             PluginKind::OperationGenerator => {
-                Loaded::Generator(GeneratorPlugin::load(section, &base, runtime, engine)?)
+                // A generator is given the state a previous version saved,
+                // as on a hot swap.
+                let state = input.state.as_ref().map(|s| s.as_bytes().to_vec());
+                Loaded::Generator(GeneratorPlugin::load_compiled(
+                    section,
+                    &base,
+                    runtime,
+                    engine,
+                    compiled,
+                    input.seed.unwrap_or(1),
+                    state,
+                )?)
             }
         })
+    }
+
+    fn init_us(&self) -> f64 {
+        match self {
+            Loaded::Alert(p) => p.current().init_us,
+            Loaded::Optimizer(p) => p.current().init_us,
+            Loaded::Generator(p) => p.current().init_us,
+        }
     }
 
     fn view(&self) -> super::PluginView {
@@ -195,13 +411,14 @@ impl Loaded {
             Loaded::Alert(p) => {
                 let meta = timed(calls, "describe", || p.describe())?;
                 let findings = timed(calls, "evaluate", || p.evaluate(&snapshot))?;
+                let findings: Vec<Value> = findings.iter().map(finding_value).collect();
                 Ok(json!({ "rule": meta, "findings": findings }))
             }
             Loaded::Optimizer(p) => {
                 let state = input.state.clone().unwrap_or_default();
                 let d = timed(calls, "decide", || p.decide(&snapshot, state.as_bytes()))?;
                 Ok(json!({
-                    "adjustments": d.adjustments,
+                    "adjustments": d.adjustments.iter().map(adjustment_value).collect::<Vec<_>>(),
                     "reason": d.reason,
                     "state": bytes_value(&d.state),
                 }))
@@ -216,7 +433,6 @@ impl Loaded {
         input: &Input,
         calls: &mut Vec<Value>,
     ) -> Result<Value, PluginFailure> {
-        p.set_seed(input.seed.unwrap_or(1));
         let size = input.batch_size.unwrap_or(10);
         let simulate = input.simulate.unwrap_or(true);
         let mut batches = Vec::new();

@@ -14,9 +14,10 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! switchyard-sdk = { path = "../sdk" }
+//! switchyard-sdk = { git = "URL of the Switchyard repository" }
 //! ```
 //!
+//! `switchyard plugin new` writes such a project, with this crate in it.
 //! `cargo build --release --target wasm32-wasip2` turns it into a component
 //! that Switchyard loads. The host calls `init` with the plugin's config
 //! string (the `config` table of its `[[plugins]]` entry, as JSON) before
@@ -102,7 +103,7 @@
 pub mod bindings {
     pub mod optimizer {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "wit",
             world: "optimizer",
             pub_export_macro: true,
             export_macro_name: "export_optimizer_world",
@@ -111,7 +112,7 @@ pub mod bindings {
     }
     pub mod alert {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "wit",
             world: "alert-rule",
             pub_export_macro: true,
             export_macro_name: "export_alert_rule_world",
@@ -124,7 +125,7 @@ pub mod bindings {
     }
     pub mod generator {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "wit",
             world: "operation-generator",
             pub_export_macro: true,
             export_macro_name: "export_generator_world",

@@ -97,6 +97,12 @@ impl AlertRule for Thresholds {
         let c = &self.0;
         let w = &s.current;
         let judged = w.requests >= c.min_requests;
+        if !judged {
+            switchyard_sdk::log::debug(&format!(
+                "not judged: {} requests in the window, min_requests is {}",
+                w.requests, c.min_requests
+            ));
+        }
         let mut out = Vec::with_capacity(6);
 
         let success = w.success_rate();

@@ -373,30 +373,39 @@ async fn stale_if_error_covers_a_failing_origin() {
     let (origin, proxy, http) = setup("").await;
     origin.script("/sie", Script::ok("max-age=1, stale-if-error=60", "good"));
     origin.script("/strict", Script::ok("max-age=1", "good"));
-    get(&http, &proxy, "/sie", &[]).await;
-    get(&http, &proxy, "/strict", &[]).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Stale when it arrives (its `Date` is 5 s old): kept for its
+    // stale-if-error all the same.
+    let date = imf_fixdate(std::time::SystemTime::now() - Duration::from_secs(5));
     origin.script(
-        "/sie",
-        Script {
-            status: 503,
-            ..Script::ok("no-store", "down")
-        },
+        "/late",
+        Script::ok("max-age=1, stale-if-error=60", "good").header("date", &date),
     );
-    origin.script(
-        "/strict",
-        Script {
-            status: 503,
-            ..Script::ok("no-store", "down")
-        },
-    );
-    let covered = get(&http, &proxy, "/sie", &[]).await;
-    assert_eq!((covered.status, covered.body.as_str()), (200, "good"));
-    assert!(
-        cache_status(&covered).contains("stale-if-error"),
-        "{}",
-        cache_status(&covered)
-    );
+    for path in ["/sie", "/strict", "/late"] {
+        get(&http, &proxy, path, &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for path in ["/sie", "/strict", "/late"] {
+        origin.script(
+            path,
+            Script {
+                status: 503,
+                ..Script::ok("no-store", "down")
+            },
+        );
+    }
+    for path in ["/sie", "/late"] {
+        let covered = get(&http, &proxy, path, &[]).await;
+        assert_eq!(
+            (covered.status, covered.body.as_str()),
+            (200, "good"),
+            "{path}"
+        );
+        assert!(
+            cache_status(&covered).contains("stale-if-error"),
+            "{path}: {}",
+            cache_status(&covered)
+        );
+    }
     let exposed = get(&http, &proxy, "/strict", &[]).await;
     assert_eq!(
         exposed.status, 503,

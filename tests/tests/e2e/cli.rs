@@ -73,6 +73,10 @@ fn each_config_error_is_named_with_file_and_key_path() {
             "admin.token_file: set admin.token or admin.token_file, not both",
         ),
         (
+            "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[[plugins]]\nname = \"r\"\nkind = \"alert-rule\"\npath = \"r.wasm\"\nlimits = { init_timeout = \"10m\" }\n",
+            "plugins[0].limits.init_timeout: must be at most 300s",
+        ),
+        (
             "[upstreams.app]\nbackends = [{ address = \"127.0.0.1:3001\" }]\n[admission]\nqueue_timeout = \"0s\"\n",
             "admission.queue_timeout: must be greater than 0",
         ),

@@ -26,6 +26,7 @@ mod ratelimit;
 mod reload;
 mod report;
 mod retry;
+mod scaffold;
 mod tls;
 mod upgrade;
 mod wire;

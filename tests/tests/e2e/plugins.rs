@@ -11,8 +11,8 @@ use switchyard::plugins::bindings::generate::{BatchContext, IdSource, OpKind, Op
 use switchyard::plugins::bindings::optimize::Adjustment;
 use switchyard::plugins::bindings::types::Severity;
 use switchyard::plugins::{
-    AlertPlugin, FailureCause, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginSnapshot,
-    Reloaded,
+    AlertPlugin, Compiler, FailureCause, GeneratorPlugin, OptimizerPlugin, PluginEngine,
+    PluginSnapshot, Reloaded,
 };
 use switchyard::telemetry::{BackendStats, QueueStats, Snapshot, Trend, TrendSeries, WindowStats};
 
@@ -590,6 +590,29 @@ fn hostile_plugins_are_rejected_at_load_with_a_reason() {
 }
 
 #[test]
+fn init_has_its_own_deadline_longer_than_a_calls() {
+    // An init that spins for 300 ms outlasts the 100 ms call deadline and
+    // still loads: building an instance is held to `limits.init_timeout`.
+    let slow_init = alert_limited("test-spin", r#""init-ms=300""#, PluginLimits::default());
+    assert_eq!(slow_init.describe().unwrap().name, "test-spin");
+    // One that never returns is refused, naming the init deadline.
+    let mut section = section(
+        "spin",
+        PluginKind::AlertRule,
+        &wasm("test_spin"),
+        r#""init-forever""#,
+    );
+    section.limits.init_timeout = Dur::millis(200);
+    let refused = AlertPlugin::load(&section, Path::new(""), &runtime(), engine())
+        .map(|_| ())
+        .expect_err("an init that never returns is refused");
+    assert!(
+        refused.contains("init failed: did not return within 200ms (limits.init_timeout)"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn hostile_plugins_are_contained_at_call_time() {
     let s = Snapshot::default();
     // Only the spinning rule is meant to meet its deadline: the others get
@@ -725,6 +748,9 @@ fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
     );
     for entry in std::fs::read_dir(cache.path()).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
@@ -741,6 +767,154 @@ fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
             .is_ok()
     );
     assert!(load().view().compiled_from_cache, "and was rewritten");
+}
+
+/// A new version of a plugin (here: the same code under a new content
+/// hash) is compiled from the functions the last one left in the
+/// optimising compiler's cache; a corrupt function entry is compiled again.
+#[test]
+fn a_new_version_reuses_the_compiled_functions_of_the_last() {
+    let cache = tempfile::tempdir().unwrap();
+    let v1 = std::fs::read(wasm("thresholds")).unwrap();
+    let v2 = new_version_of(&v1, 2);
+    let load = |bytes: &[u8]| {
+        let engine = PluginEngine::new(Some(cache.path().to_path_buf()), false).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rule.wasm");
+        std::fs::write(&file, bytes).unwrap();
+        let s = section("thresholds", PluginKind::AlertRule, &file, "");
+        let plugin = AlertPlugin::load(&s, Path::new(""), &runtime(), engine.clone()).unwrap();
+        (plugin, engine.function_cache_counts())
+    };
+    // Into an empty cache: each distinct function compiled once (identical
+    // ones, such as adapters, compiled once and found after).
+    let (_, first) = load(&v1);
+    assert!(first.1 > 10, "functions compiled: {first:?}");
+    let functions = first.0 + first.1;
+    let (plugin, (hits, misses)) = load(&v2);
+    assert!(!plugin.view().compiled_from_cache, "a new content hash");
+    assert_eq!(hits + misses, functions);
+    // Most, not all: a few of wasmtime's own trampolines are keyed by where
+    // they land in this compile.
+    assert!(
+        hits >= functions * 8 / 10 && misses < first.1 / 2,
+        "most functions taken from the cache: {hits} found, {misses} compiled of {functions}"
+    );
+    assert!(
+        plugin
+            .evaluate(&PluginSnapshot::from(&Snapshot::default()))
+            .is_ok()
+    );
+    // Corrupt every function entry and the component cache: all compiled
+    // again, and the plugin still works.
+    let mut dirs = vec![cache.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    let (plugin, (hits, misses)) = load(&v2);
+    assert!(
+        misses > hits,
+        "corrupt entries are misses, compiled again: {misses} compiled, {hits} found"
+    );
+    assert!(
+        plugin
+            .evaluate(&PluginSnapshot::from(&Snapshot::default()))
+            .is_ok()
+    );
+}
+
+/// `thresholds` with a custom section appended: the same code under a new
+/// content hash, so a compile cache has never seen it.
+fn new_version_of(bytes: &[u8], tag: u8) -> Vec<u8> {
+    let name = b"switchyard-test-version";
+    let mut v = bytes.to_vec();
+    v.extend_from_slice(&[0, (1 + name.len() + 1) as u8, name.len() as u8]);
+    v.extend_from_slice(name);
+    v.push(tag);
+    v
+}
+
+/// Writes `bytes` to `dest` by a rename, as a build would land.
+fn put_file(bytes: &[u8], dest: &Path) {
+    let tmp = dest.with_extension("incoming");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dest).unwrap();
+}
+
+/// What compiled the version a reload swapped in.
+fn swapped_by(reloaded: Result<Reloaded, String>) -> Compiler {
+    match reloaded {
+        Ok(Reloaded::Swapped { compiler, .. }) => compiler,
+        other => panic!("not swapped: {other:?}"),
+    }
+}
+
+/// A swap to a version the compile cache has not seen serves a Winch build
+/// at once, and the Cranelift build replaces it when ready: same version,
+/// not counted as another swap, calls answered all along. A version
+/// already compiled, or `baseline_first = false`, swaps straight to
+/// Cranelift.
+#[test]
+fn a_swap_serves_a_baseline_build_then_the_optimised_one() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("rule.wasm");
+    let v1 = std::fs::read(wasm("thresholds")).unwrap();
+    std::fs::write(&live, &v1).unwrap();
+    let load = |runtime: &PluginRuntimeSection| {
+        let engine = PluginEngine::new(Some(cache.path().to_path_buf()), false).unwrap();
+        let s = section("thresholds", PluginKind::AlertRule, &live, "");
+        Arc::new(AlertPlugin::load(&s, Path::new(""), runtime, engine).unwrap())
+    };
+    let evaluates = |plugin: &AlertPlugin| {
+        plugin
+            .evaluate(&PluginSnapshot::from(&Snapshot::default()))
+            .is_ok()
+    };
+    let plugin = load(&runtime());
+    assert_eq!(plugin.view().compiler, "cranelift");
+
+    put_file(&new_version_of(&v1, 1), &live);
+    assert_eq!(
+        swapped_by(plugin.reload(false)),
+        Compiler::Winch,
+        "served from a baseline build"
+    );
+    let to = plugin.view().content_hash;
+    assert!(evaluates(&plugin));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while plugin.view().compiler != "cranelift" {
+        assert!(evaluates(&plugin), "calls answered meanwhile");
+        assert!(Instant::now() < deadline, "the optimised build never came");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let view = plugin.view();
+    assert_eq!((view.content_hash.as_str(), view.swaps), (to.as_str(), 1));
+    assert_eq!(view.failures, 0, "{view:?}");
+    assert!(evaluates(&plugin));
+
+    // Compiled by Cranelift before (v1): straight to it.
+    put_file(&v1, &live);
+    assert_eq!(swapped_by(plugin.reload(false)), Compiler::Cranelift);
+
+    // Turned off: an unseen version is compiled by Cranelift first.
+    let plugin = load(&PluginRuntimeSection {
+        baseline_first: false,
+        ..runtime()
+    });
+    put_file(&new_version_of(&v1, 2), &live);
+    assert_eq!(swapped_by(plugin.reload(false)), Compiler::Cranelift);
+    assert_eq!(plugin.view().compiler, "cranelift");
 }
 
 #[test]

@@ -82,6 +82,12 @@ async fn a_running_proxy_swaps_a_plugin_when_its_file_changes() {
     .await;
     assert_eq!(refused["content_hash"], swapped["content_hash"]);
     assert!(
+        refused["last_error_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{refused}"
+    );
+    assert!(
         refused["last_error"]
             .as_str()
             .unwrap()
@@ -113,6 +119,9 @@ async fn a_running_proxy_swaps_a_plugin_when_its_file_changes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "swapped");
     assert_eq!(body["plugin"]["content_hash"], original_hash.as_str());
+    // A successful swap clears the old version's error.
+    assert!(body["plugin"]["last_error"].is_null(), "{body}");
+    assert!(body["plugin"]["last_error_at"].is_null(), "{body}");
 
     assert_eq!(reload(&proxy, "nope").await.0, 404);
 }
@@ -171,13 +180,7 @@ fn plugin_test_runs_a_plugin_against_a_recorded_input() {
 
     let gen_input = dir.path().join("gen.json");
     std::fs::write(&gen_input, r#"{"seed": 7, "batches": 3, "batch_size": 5}"#).unwrap();
-    let (code, out, err) = run_cli(&[
-        "plugin",
-        "test",
-        &wasm("crud_mix").display().to_string(),
-        "--input",
-        &gen_input.display().to_string(),
-    ]);
+    let (code, out, err) = run_plugin_test("crud_mix", &gen_input, &[]);
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["output"]["batches"].as_array().unwrap().len(), 3);
@@ -355,4 +358,176 @@ async fn the_trend_rule_fires_before_a_rising_latency_crosses_its_threshold() {
             .starts_with("p99 heading for"),
         "{alert}"
     );
+}
+
+/// `switchyard plugin test` on a built plugin: exit code, stdout, stderr.
+fn run_plugin_test(plugin: &str, input: &std::path::Path, flags: &[&str]) -> (i32, String, String) {
+    let file = wasm(plugin).display().to_string();
+    let input = input.display().to_string();
+    let mut args = vec!["plugin", "test", &file, "--input", &input];
+    args.extend_from_slice(flags);
+    run_cli(&args)
+}
+
+/// As [`run_plugin_test`], with the report parsed.
+fn plugin_test(
+    plugin: &str,
+    input: &std::path::Path,
+    flags: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = run_plugin_test(plugin, input, flags);
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    (code, report, err)
+}
+
+/// `plugin test` as a test harness: an `expect` block that passes and one
+/// that fails with a diff, `init` and the plugin's log lines in the report,
+/// the proxy's limits and the flags that change them, severity written as
+/// the admin API writes it, and a generator resumed from saved state.
+#[test]
+fn plugin_test_holds_expectations_limits_logs_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let snapshot = r#""snapshot": {"current": {"requests": 100, "errors": 40, "rps": 10.0}}"#;
+    let passing = write(
+        "pass.json",
+        &format!(
+            r#"{{"config": {{"min_requests": 5}}, {snapshot},
+                "expect": {{"findings": [{{"key": "high-error-rate", "active": true, "severity": "high"}}]}}}}"#
+        ),
+    );
+    let (code, report, err) = plugin_test("thresholds", &passing, &[]);
+    assert_eq!(code, 0, "{err}\n{report}");
+    assert_eq!(report["expect"]["passed"], true, "{report}");
+    assert_eq!(report["calls"][0]["call"], "init", "{report}");
+    assert_eq!(report["calls"][2]["call"], "evaluate", "{report}");
+    assert_eq!(
+        report["limits"],
+        serde_json::json!({"timeout_ms": 100, "init_timeout_ms": 10_000, "memory_bytes": 64 << 20, "fuel": null}),
+        "the proxy's defaults"
+    );
+    for f in report["output"]["findings"].as_array().unwrap() {
+        let severity = f["severity"].as_str().unwrap();
+        assert_eq!(severity, severity.to_lowercase(), "{f}");
+    }
+
+    // Not met: exit 1, and a diff of what was expected against what came.
+    let failing = write(
+        "fail.json",
+        &format!(
+            r#"{{"config": {{"min_requests": 5}}, {snapshot},
+                "expect": {{"findings": [{{"key": "high-error-rate", "active": false}}], "quiet": true}}}}"#
+        ),
+    );
+    let (code, report, err) = plugin_test("thresholds", &failing, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(report["expect"]["passed"], false);
+    assert!(
+        err.contains(
+            "findings: nothing matches\n- {\"active\":false,\"key\":\"high-error-rate\"}\n+ {"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("quiet: nothing matches"), "{err}");
+    assert!(
+        err.contains("error: the output does not hold what \"expect\" names"),
+        "{err}"
+    );
+
+    // Winch, the baseline compiler, runs the same plugin to the same output.
+    let (code, winch, err) = plugin_test("thresholds", &passing, &["--compiler", "winch"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(winch["compiler"], "winch");
+    assert_eq!(winch["output"], report["output"]);
+
+    // The plugin's own log lines.
+    let quiet = write(
+        "quiet.json",
+        r#"{"config": {"min_requests": 5}, "snapshot": {"current": {"requests": 2, "rps": 50.0}}, "expect": {"quiet": true}}"#,
+    );
+    let (code, report, err) = plugin_test("thresholds", &quiet, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        report["logs"],
+        serde_json::json!([{"level": "debug", "message": "not judged: 2 requests in the window, min_requests is 5"}]),
+        "{report}"
+    );
+
+    // Limits: the default deadline stops a spinning rule; fuel, when given,
+    // runs out first; a memory cap below what it grabs stops a hog.
+    let (code, report, _) = plugin_test("test_spin", &quiet, &[]);
+    assert_eq!(
+        (code, &report["error"]["cause"]),
+        (1, &serde_json::json!("timeout"))
+    );
+    let (code, report, _) = plugin_test(
+        "test_spin",
+        &quiet,
+        &["--fuel", "2000000", "--timeout", "30s"],
+    );
+    assert_eq!(
+        (code, &report["error"]["cause"]),
+        (1, &serde_json::json!("fuel")),
+        "{report}"
+    );
+    assert_eq!(report["limits"]["fuel"], 2_000_000);
+    let (code, report, _) = plugin_test("test_memory_bomb", &quiet, &["--memory", "8MiB"]);
+    assert_eq!(
+        (code, &report["error"]["cause"]),
+        (1, &serde_json::json!("memory")),
+        "{report}"
+    );
+    assert_eq!(report["limits"]["memory_bytes"], 8 << 20);
+    let (code, report, _) = plugin_test("test_memory_bomb", &quiet, &[]);
+    assert_eq!(
+        (code, &report["error"]["cause"]),
+        (1, &serde_json::json!("memory")),
+        "{report}"
+    );
+    assert!(
+        report["memory_peak_bytes"].as_u64().unwrap() > 8 << 20,
+        "{report}"
+    );
+
+    // A generator resumed from the state a run saved, as after a hot swap:
+    // with no results fed back this time, any id it uses comes from the
+    // first run.
+    let first = write(
+        "gen1.json",
+        r#"{"seed": 3, "batches": 4, "batch_size": 10}"#,
+    );
+    let (code, report, err) = plugin_test("crud_mix", &first, &[]);
+    assert_eq!(code, 0, "{err}");
+    let state = report["output"]["state"].as_str().unwrap().to_string();
+    assert!(state.contains("sim-"), "{state}");
+    let resumed = write(
+        "gen2.json",
+        &serde_json::json!({
+            "state": state, "batches": 2, "batch_size": 10, "simulate": false,
+            "expect": {"operations": [{"kind": "read"}]},
+        })
+        .to_string(),
+    );
+    let (code, report, err) = plugin_test("crud_mix", &resumed, &[]);
+    assert_eq!(code, 0, "{err}\n{report}");
+    let paths: Vec<&str> = report["output"]["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .filter_map(|op| op["path"].as_str())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.contains("/sim-")),
+        "the resumed generator works on the saved ids: {paths:?}"
+    );
+    // Bad input is refused before anything runs.
+    let bad = write("bad.json", r#"{"expect": {"finding": []}}"#);
+    let (code, _, err) = run_plugin_test("thresholds", &bad, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown field `finding`"), "{err}");
 }

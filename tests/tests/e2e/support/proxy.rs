@@ -59,7 +59,9 @@ impl Proxy {
             }
         });
         let (mut addr, mut admin, mut tls) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Loading a large plugin (an 18 MB Python component, say) on a
+        // loaded machine takes a while, even from the compile cache.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while addr.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
