@@ -423,7 +423,7 @@ fn plugin_test_holds_expectations_limits_logs_and_state() {
                 "expect": {{"findings": [{{"key": "high-error-rate", "active": false}}], "quiet": true}}}}"#
         ),
     );
-    let (code, report, err) = plugin_test("thresholds", &failing, &[]);
+    let (code, report, err) = plugin_test("thresholds", &failing, &["--timeout", "30s"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(report["expect"]["passed"], false);
     assert!(
@@ -439,7 +439,11 @@ fn plugin_test_holds_expectations_limits_logs_and_state() {
     );
 
     // Winch, the baseline compiler, runs the same plugin to the same output.
-    let (code, winch, err) = plugin_test("thresholds", &passing, &["--compiler", "winch"]);
+    let (code, winch, err) = plugin_test(
+        "thresholds",
+        &passing,
+        &["--compiler", "winch", "--timeout", "30s"],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(winch["compiler"], "winch");
     assert_eq!(winch["output"], report["output"]);
@@ -449,7 +453,7 @@ fn plugin_test_holds_expectations_limits_logs_and_state() {
         "quiet.json",
         r#"{"config": {"min_requests": 5}, "snapshot": {"current": {"requests": 2, "rps": 50.0}}, "expect": {"quiet": true}}"#,
     );
-    let (code, report, err) = plugin_test("thresholds", &quiet, &[]);
+    let (code, report, err) = plugin_test("thresholds", &quiet, &["--timeout", "30s"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         report["logs"],
@@ -458,7 +462,9 @@ fn plugin_test_holds_expectations_limits_logs_and_state() {
     );
 
     // Limits: the default deadline stops a spinning rule; fuel, when given,
-    // runs out first; a memory cap below what it grabs stops a hog.
+    // runs out first; a memory cap below what it grabs stops a hog. Calls
+    // that are not about the deadline get a long one: filling 64 MiB on a
+    // loaded machine can take longer than the default 100 ms.
     let (code, report, _) = plugin_test("test_spin", &quiet, &[]);
     assert_eq!(
         (code, &report["error"]["cause"]),
@@ -475,14 +481,18 @@ fn plugin_test_holds_expectations_limits_logs_and_state() {
         "{report}"
     );
     assert_eq!(report["limits"]["fuel"], 2_000_000);
-    let (code, report, _) = plugin_test("test_memory_bomb", &quiet, &["--memory", "8MiB"]);
+    let (code, report, _) = plugin_test(
+        "test_memory_bomb",
+        &quiet,
+        &["--memory", "8MiB", "--timeout", "30s"],
+    );
     assert_eq!(
         (code, &report["error"]["cause"]),
         (1, &serde_json::json!("memory")),
         "{report}"
     );
     assert_eq!(report["limits"]["memory_bytes"], 8 << 20);
-    let (code, report, _) = plugin_test("test_memory_bomb", &quiet, &[]);
+    let (code, report, _) = plugin_test("test_memory_bomb", &quiet, &["--timeout", "30s"]);
     assert_eq!(
         (code, &report["error"]["cause"]),
         (1, &serde_json::json!("memory")),

@@ -255,7 +255,7 @@ async fn live_rule_and_swap(lang: &str, source: &str, edit_from: &str, edit_to: 
         "{}[alerts]\ninterval = \"100ms\"\n[alerts.rules.slow-p99]\nfor = \"0s\"\nkeep_firing_for = \"0s\"\n\
          [plugin_runtime]\ndebounce = \"50ms\"\n\
          [[plugins]]\nname = \"slow-p99\"\nkind = \"alert-rule\"\npath = \"{}\"\n\
-         config = {{ max_p99_ms = 20, min_requests = 5 }}\n",
+         config = {{ max_p99_ms = 20, min_requests = 5 }}\nlimits = {{ timeout = \"5s\" }}\n",
         config(&format!("[upstreams.app]\n{}\n", backends_toml(&[&b], &[]))),
         live.display()
     ));
@@ -306,7 +306,7 @@ async fn firing(proxy: &Proxy) -> Option<serde_json::Value> {
     let v = proxy.admin_json("/admin/alerts").await;
     v["active"].as_array().and_then(|a| {
         a.iter()
-            .find(|a| a["rule"] == "slow-p99" && a["state"] == "firing")
+            .find(|a| a["rule"] == "slow-p99" && a["key"] == "p99" && a["state"] == "firing")
             .cloned()
     })
 }
