@@ -649,20 +649,20 @@ impl<K: Kind> Plugin<K> {
         if !force && hash == old.content_hash {
             return Ok(Reloaded::Unchanged);
         }
-        // Not yet compiled by Cranelift: serve a Winch build meanwhile.
-        let engine = self
-            .runtime
-            .baseline_first
+        // Not yet compiled by Cranelift: serve a Winch build meanwhile (the
+        // Winch engine is made on the first swap that needs it).
+        let engine = (self.runtime.baseline_first && !self.engine.has_compiled(&hash))
             .then(|| self.engine.baseline())
             .flatten()
-            .filter(|_| !self.engine.has_compiled(&hash))
             .unwrap_or_else(|| self.engine.clone());
+        let compiled = engine.compile(&bytes, &hash, K::KIND)?;
+        // Asked for once the new version is compiled, so that what the old
+        // one did during the compile is handed over too.
         let args = InitArgs {
             config: &self.config,
             seed: self.seed.load(Relaxed),
             handoff: self.handoff_of(&old),
         };
-        let compiled = engine.compile(&bytes, &hash, K::KIND)?;
         let version =
             Self::start_version(&engine, &self.name, compiled, &self.section.limits, &args)?;
         self.current.store(Arc::new(version));

@@ -41,7 +41,7 @@ use super::{
     AlertPlugin, Compiled, GeneratorPlugin, OptimizerPlugin, PluginEngine, PluginFailure, contract,
 };
 use crate::config::{PluginKind, PluginLimits, PluginRuntimeSection, PluginSection};
-use crate::proxy::registry::{CACHE_CAPACITY, CONCURRENCY_LIMIT};
+use crate::proxy::registry::{CACHE_CAPACITY, CONCURRENCY_LIMIT, requested_weight_knob};
 use crate::telemetry::Snapshot;
 
 #[derive(Deserialize, Default)]
@@ -299,7 +299,7 @@ fn adjustment_value(a: &Adjustment) -> Value {
     match a {
         Adjustment::ConcurrencyLimit(n) => json!({ "knob": CONCURRENCY_LIMIT, "value": n }),
         Adjustment::BackendWeight(w) => json!({
-            "knob": format!("weight {}", w.backend),
+            "knob": requested_weight_knob(&w.backend),
             "backend": w.backend,
             "value": w.weight,
         }),

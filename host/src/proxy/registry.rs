@@ -84,6 +84,12 @@ pub fn weight_knob(upstream: &str, addr: &BackendAddr) -> String {
     format!("weight {upstream}/{addr}")
 }
 
+/// How a decision names the weight a plugin asked for `backend` (as the
+/// plugin wrote it) in `/admin/optimizer` and `plugin test`.
+pub fn requested_weight_knob(backend: &str) -> String {
+    format!("weight {backend}")
+}
+
 pub const CONCURRENCY_LIMIT: &str = "concurrency_limit";
 pub const CACHE_CAPACITY: &str = "cache_capacity_bytes";
 

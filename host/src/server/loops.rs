@@ -15,7 +15,9 @@ use crate::clock;
 use crate::optimize::{Change, DecisionRecord, clamp};
 use crate::plugins::bindings::optimize::Adjustment;
 use crate::plugins::{PluginFailure, PluginSnapshot};
-use crate::proxy::registry::{CACHE_CAPACITY, CONCURRENCY_LIMIT, config_value, weight_knob};
+use crate::proxy::registry::{
+    CACHE_CAPACITY, CONCURRENCY_LIMIT, config_value, requested_weight_knob, weight_knob,
+};
 use crate::telemetry::{BackendStats, ProcessStats, Snapshot};
 
 /// Longer windows every snapshot carries.
@@ -358,7 +360,7 @@ async fn apply(s: &Arc<Server>, plugin: &str, adjustments: Vec<Adjustment>, reas
                         up.set_weight(backend.addr.as_str(), to as u32);
                     }
                     changes.push(Change {
-                        knob: format!("weight {}", w.backend),
+                        knob: requested_weight_knob(&w.backend),
                         from: current.into(),
                         requested: w.weight.into(),
                         to,

@@ -16,7 +16,7 @@ use switchyard::plugins::{
 };
 use switchyard::telemetry::{BackendStats, QueueStats, Snapshot, Trend, TrendSeries, WindowStats};
 
-use crate::support::{replace_file, wasm};
+use crate::support::{put_file, replace_file, wasm};
 
 fn section(name: &str, kind: PluginKind, path: &Path, config: &str) -> PluginSection {
     PluginSection {
@@ -842,13 +842,6 @@ fn new_version_of(bytes: &[u8], tag: u8) -> Vec<u8> {
     v.extend_from_slice(name);
     v.push(tag);
     v
-}
-
-/// Writes `bytes` to `dest` by a rename, as a build would land.
-fn put_file(bytes: &[u8], dest: &Path) {
-    let tmp = dest.with_extension("incoming");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dest).unwrap();
 }
 
 /// What compiled the version a reload swapped in.

@@ -465,39 +465,29 @@ fn plugin_test_holds_expectations_limits_logs_and_state() {
     // runs out first; a memory cap below what it grabs stops a hog. Calls
     // that are not about the deadline get a long one: filling 64 MiB on a
     // loaded machine can take longer than the default 100 ms.
-    let (code, report, _) = plugin_test("test_spin", &quiet, &[]);
-    assert_eq!(
-        (code, &report["error"]["cause"]),
-        (1, &serde_json::json!("timeout"))
-    );
-    let (code, report, _) = plugin_test(
+    let fails_for = |plugin: &str, flags: &[&str], cause: &str| {
+        let (code, report, _) = plugin_test(plugin, &quiet, flags);
+        assert_eq!(
+            (code, &report["error"]["cause"]),
+            (1, &serde_json::json!(cause)),
+            "{plugin} {flags:?}: {report}"
+        );
+        report
+    };
+    fails_for("test_spin", &[], "timeout");
+    let report = fails_for(
         "test_spin",
-        &quiet,
         &["--fuel", "2000000", "--timeout", "30s"],
-    );
-    assert_eq!(
-        (code, &report["error"]["cause"]),
-        (1, &serde_json::json!("fuel")),
-        "{report}"
+        "fuel",
     );
     assert_eq!(report["limits"]["fuel"], 2_000_000);
-    let (code, report, _) = plugin_test(
+    let report = fails_for(
         "test_memory_bomb",
-        &quiet,
         &["--memory", "8MiB", "--timeout", "30s"],
-    );
-    assert_eq!(
-        (code, &report["error"]["cause"]),
-        (1, &serde_json::json!("memory")),
-        "{report}"
+        "memory",
     );
     assert_eq!(report["limits"]["memory_bytes"], 8 << 20);
-    let (code, report, _) = plugin_test("test_memory_bomb", &quiet, &["--timeout", "30s"]);
-    assert_eq!(
-        (code, &report["error"]["cause"]),
-        (1, &serde_json::json!("memory")),
-        "{report}"
-    );
+    let report = fails_for("test_memory_bomb", &["--timeout", "30s"], "memory");
     assert!(
         report["memory_peak_bytes"].as_u64().unwrap() > 8 << 20,
         "{report}"

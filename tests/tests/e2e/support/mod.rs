@@ -111,7 +111,12 @@ pub fn wasm(name: &str) -> PathBuf {
 /// Replaces `dest` with a copy of `src` atomically (write aside, rename), as
 /// a deploy tool would.
 pub fn replace_file(src: &std::path::Path, dest: &std::path::Path) {
+    put_file(&std::fs::read(src).expect("read plugin"), dest);
+}
+
+/// Writes `bytes` to `dest` by a rename, as a build would land.
+pub fn put_file(bytes: &[u8], dest: &std::path::Path) {
     let tmp = dest.with_extension("incoming");
-    std::fs::copy(src, &tmp).expect("copy plugin");
+    std::fs::write(&tmp, bytes).expect("write plugin");
     std::fs::rename(&tmp, dest).expect("rename plugin into place");
 }
